@@ -1,0 +1,276 @@
+"""Callbacks of a training run: exact resume, sample grids, run summary, progress bar."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
+from gen_bench.viz import plot_curves, save_image_grid, save_scatter
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global RNG state a training step can touch."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file and rename, so a killed run keeps its last good one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+class TrainingState(Callback):
+    """Makes a resumed run continue exactly where the checkpoint left off.
+
+    Lightning restores weights, optimizers and the step counter; this adds the global RNG states,
+    the number of batches drawn (so the data order continues), the cumulative wall time, and the
+    run's config (so ``gen-bench sample`` can rebuild the model from the checkpoint alone).
+
+    Args:
+        config: The run's resolved config as a plain dict.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.batches_seen = 0
+        self.wall_time_before = 0.0  # seconds spent in earlier sessions of this run
+        self._session_start = time.perf_counter()
+        self._pending_rng: dict[str, Any] | None = None
+
+    @property
+    def wall_time(self) -> float:
+        return self.wall_time_before + time.perf_counter() - self._session_start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_seen": self.batches_seen, "rng": capture_rng(), "wall_time": self.wall_time}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches_seen = state["batches_seen"]
+        self.wall_time_before = state["wall_time"]
+        self._session_start = time.perf_counter()
+        self._pending_rng = state["rng"]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gen_bench"] = {"config": self.config}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._session_start = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # The sampler reads this when the first epoch's iterator is made, after on_train_start.
+        if trainer.datamodule is not None and hasattr(trainer.datamodule, "start_batch"):
+            trainer.datamodule.start_batch = self.batches_seen
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Restored here rather than at load time: between loading and the first batch Lightning
+        # and the loaders draw random numbers that an uninterrupted run drew at its start instead.
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches_seen += 1
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A progress bar over optimizer steps up to ``max_steps``, not over epochs."""
+
+    def on_train_epoch_start(self, trainer, *_: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        bar.n = trainer.global_step
+        bar.initial = 0
+        bar.set_description("train")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = self.train_progress_bar
+        step = trainer.global_step
+        if step != bar.n and (step % max(1, self.refresh_rate) == 0 or step == trainer.max_steps):
+            bar.n = step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.refresh()
+
+
+def _wandb_loggers(trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+class SampleGrid(Callback):
+    """Fixed-noise samples every ``every_n_steps`` steps and at the end of training.
+
+    Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. 2-D data: a scatter of
+    ``num_points`` samples over the true mode centres (``samples/scatter_*.png``). Also logged to
+    wandb when a wandb logger is attached.
+
+    Args:
+        dirpath: Where to write.
+        every_n_steps: Interval in optimizer steps (0: only at the end).
+        num_samples: Images in a grid.
+        num_points: Points in a 2-D scatter.
+        seed: Seed of the fixed noise (the same samples every time, apart from training).
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 500, num_samples: int = 64,
+                 num_points: int = 2000, seed: int = 1234) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.num_points = num_points
+        self.seed = seed
+        self._last_step = -1
+
+    def save(self, trainer, pl_module, tag: str) -> list[Path]:
+        g = torch.Generator().manual_seed(self.seed)
+        spec = pl_module.spec
+        step = trainer.global_step
+        if spec.kind == "toy2d":
+            pts = pl_module.sample(self.num_points, generator=g)
+            paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
+                                  title=f"{type(pl_module).__name__} step {step}")]
+        else:
+            x = pl_module.sample(self.num_samples, generator=g)
+            if x.ndim == 5:  # video (N, C, T, H, W): first frames
+                x = x[:, :, 0]
+            paths = [save_image_grid(x, self.dirpath / f"{tag}.png")]
+        for lg in _wandb_loggers(trainer):
+            lg.log_image(key="samples", images=[str(p) for p in paths], step=step)
+        return paths
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
+                and step != self._last_step and trainer.is_global_zero):
+            self._last_step = step
+            self.save(trainer, pl_module, f"step_{step:07d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.save(trainer, pl_module, "final")
+
+
+def read_logged_rows(run_dir: str | os.PathLike) -> list[dict[str, float]]:
+    """All rows the CSV logger wrote in a run, across resumed sessions, one per step.
+
+    Each session writes ``csv/version_K/metrics.csv``; where sessions overlap (steps redone after
+    a resume) the later session wins.
+    """
+    by_step: dict[int, dict[str, float]] = {}
+    versions = sorted(Path(run_dir).glob("csv/version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in versions:
+        resumed_from: int | None = None
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                vals = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                if "step" not in vals:
+                    continue
+                step = int(vals["step"])
+                if resumed_from is None:
+                    resumed_from = step
+                    for s in [s for s in by_step if s >= step]:  # superseded by this session
+                        del by_step[s]
+                by_step.setdefault(step, {}).update(vals)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+class RunSummary(Callback):
+    """Writes ``metrics.json`` (status, steps, wall time, final metrics), ``metrics.csv`` and
+    ``loss_curves.png`` into the run directory.
+
+    ``metrics.json`` is rewritten atomically at the start (status ``running``), at the end
+    (``completed``) and on an exception (``failed`` with the error, or ``interrupted``).
+
+    Args:
+        run_dir: The run directory.
+        info: Fixed fields to record (model, data, seed, config digest...).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, info: dict[str, Any] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.info = dict(info or {})
+        self.path = self.run_dir / "metrics.json"
+
+    def _state(self, trainer) -> TrainingState | None:
+        return next((c for c in trainer.callbacks if isinstance(c, TrainingState)), None)
+
+    def write(self, trainer, status: str, **extra: Any) -> dict[str, Any]:
+        previous = read_json(self.path) if self.path.exists() else {}
+        state = self._state(trainer)
+        final = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if "/" in k and torch.as_tensor(v).numel() == 1}
+        summary = {
+            **previous,
+            **self.info,
+            "status": status,
+            "steps": trainer.global_step,
+            "max_steps": trainer.max_steps,
+            "batches_seen": state.batches_seen if state else None,
+            "wall_time_s": round(state.wall_time, 3) if state else None,
+            "final": {**previous.get("final", {}), **final},
+            **extra,
+        }
+        if status != "failed":
+            summary.pop("error", None)
+        if trainer.is_global_zero:
+            atomic_write_json(self.path, summary)
+        return summary
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.write(trainer, "running")
+
+    def _artefacts(self, trainer) -> None:
+        for lg in trainer.loggers:
+            lg.save()
+        rows = read_logged_rows(self.run_dir)
+        if rows:
+            cols = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+            lines = [",".join(cols)] + [",".join(f"{r[c]:g}" if c in r else "" for c in cols) for r in rows]
+            atomic_write_bytes(self.run_dir / "metrics.csv", ("\n".join(lines) + "\n").encode())
+            plot_curves(rows, self.run_dir / "loss_curves.png",
+                        title=f"{self.info.get('model', '')} on {self.info.get('data', '')}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._artefacts(trainer)
+        self.write(trainer, "completed")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.write(trainer, "interrupted")
+            return
+        err = "".join(traceback.format_exception_only(type(exception), exception)).strip()
+        self.write(trainer, "failed", error=err, traceback=traceback.format_exc()[-4000:])
+
+
+def find_callback(trainer: L.Trainer, kind: type) -> Any | None:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)

@@ -1,0 +1,7 @@
+"""One datamodule, many dataset builders."""
+
+from gen_bench.data.arrays import ArrayDataset, StepBatchSampler
+from gen_bench.data.datamodule import GenerativeDataModule
+from gen_bench.data.spec import DataSource, DataSpec
+
+__all__ = ["ArrayDataset", "DataSource", "DataSpec", "GenerativeDataModule", "StepBatchSampler"]

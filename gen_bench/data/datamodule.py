@@ -1,0 +1,163 @@
+"""One LightningDataModule that serves every dataset through the same interface."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gen_bench.data.arrays import ArrayDataset, StepBatchSampler
+from gen_bench.data.spec import DataSource, DataSpec
+
+Split = Literal["train", "heldout"]
+
+
+def _identity(batch):  # module-level so loaders pickle into worker processes
+    return batch
+
+
+class GenerativeDataModule(L.LightningDataModule):
+    """Train / held-out splits of one dataset, for every model and every metric.
+
+    Samples leave the module as float32 in [0, 1] (images N C H W, video N C T H W) or as (N, 2)
+    points in data units (toy 2-D data), with int64 labels (-1 where the data has none).
+
+    The split is a deterministic function of ``split_seed``: a fixed share of the samples is held
+    out and never trained on (the memorization tests compare against it). Training batches come
+    from a :class:`StepBatchSampler`, so the batch sequence is a function of the seed and a resumed
+    run continues it exactly.
+
+    Args:
+        source: The dataset builder (see ``gen_bench.data.spec.DataSource``).
+        name: Dataset name, as in ``data=NAME``.
+        batch_size: Per-process training batch size.
+        num_workers: Loader worker processes (0: load in the training process; right for data
+            that lives in memory).
+        heldout_fraction: Share of the samples held out, in [0, 1).
+        split_seed: Seed of the split.
+        shuffle_seed: Seed of the batch order.
+        path: Where the data lives (download root or image folder), if the dataset has files.
+        image_size: Requested image size, if the dataset is made of images.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        name: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        heldout_fraction: float = 0.1,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        path: str | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= heldout_fraction < 1:
+            raise ValueError(f"data.heldout_fraction must be in [0, 1), got {heldout_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.source = source
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.heldout_fraction = heldout_fraction
+        self.split_seed = split_seed
+        self.shuffle_seed = shuffle_seed
+        self.path = path
+        self.image_size = image_size
+        self.start_batch = 0  # set when a run resumes
+        self._train: Dataset | None = None
+        self._heldout: Dataset | None = None
+        self._fingerprint: str | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        """Shape and label information, available before any data is loaded."""
+        return self.source.spec
+
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        full = self.source.load()
+        n = len(full)
+        if n == 0:
+            raise ValueError(f"dataset {self.name!r} is empty")
+        n_heldout = int(round(n * self.heldout_fraction))
+        if n - n_heldout < 1:
+            raise ValueError(f"dataset {self.name!r} has {n} samples: too few to hold out {n_heldout}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        heldout_idx, train_idx = perm[:n_heldout].sort().values, perm[n_heldout:].sort().values
+        if isinstance(full, ArrayDataset):
+            self._train, self._heldout = full.take(train_idx), full.take(heldout_idx)
+        else:
+            self._train = Subset(full, train_idx.tolist())
+            self._heldout = Subset(full, heldout_idx.tolist())
+
+    def _require_setup(self) -> None:
+        if self._train is None:
+            self.prepare_data()
+            self.setup()
+
+    @property
+    def train_set(self) -> Dataset:
+        self._require_setup()
+        return self._train
+
+    @property
+    def heldout_set(self) -> Dataset:
+        self._require_setup()
+        return self._heldout
+
+    def _loader(self, dataset: Dataset, batch_sampler, num_workers: int) -> DataLoader:
+        if isinstance(dataset, ArrayDataset):
+            # Whole batches by one fancy-indexing op: the sampler yields index lists.
+            return DataLoader(dataset, sampler=batch_sampler, batch_size=None, collate_fn=_identity)
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                          persistent_workers=num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = StepBatchSampler(len(self._train), self.batch_size, seed=self.shuffle_seed,
+                                   start_batch=self.start_batch, rank=rank, world_size=world)
+        return self._loader(self._train, sampler, self.num_workers)
+
+    def reference_loader(self, split: Split = "train", batch_size: int = 256) -> DataLoader:
+        """A deterministic, unshuffled loader over a whole split (for evaluation)."""
+        dataset = self.train_set if split == "train" else self.heldout_set
+        n = len(dataset)
+        batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        return self._loader(dataset, batches, self.num_workers)
+
+    def tensors(self, split: Split = "train", limit: int | None = None) -> tuple[Tensor, Tensor]:
+        """A whole split (or its first ``limit`` samples) as (x, y) tensors."""
+        xs, ys, seen = [], [], 0
+        for x, y in self.reference_loader(split):
+            xs.append(x)
+            ys.append(y)
+            seen += x.shape[0]
+            if limit is not None and seen >= limit:
+                break
+        x, y = torch.cat(xs), torch.cat(ys)
+        return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+    def fingerprint(self) -> str:
+        """sha256 over the training split's content and the split settings (a cache key)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(repr((self.name, self.heldout_fraction, self.split_seed, self.spec)).encode())
+            for x, y in self.reference_loader("train", batch_size=1024):
+                h.update(x.numpy().tobytes())
+                h.update(y.numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint

@@ -1,0 +1,106 @@
+"""The contract every model meets: ``sample`` and, for latent models, ``interpolate``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from gen_bench.data.spec import DataSpec
+
+
+class GenerativeModule(L.LightningModule):
+    """Base class of every model.
+
+    The evaluator, the sample-grid callback and the leaderboard use only :meth:`sample`
+    (and :meth:`interpolate` for latent models) and :attr:`spec`.
+
+    Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
+    (toy data: (N, 2) in data units).
+
+    Args:
+        spec: The dataset's spec.
+    """
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    # --- data space <-> model space ---------------------------------------------------------
+    def to_model_space(self, x: Tensor) -> Tensor:
+        """[0, 1] images -> [-1, 1]; toy data unchanged."""
+        return x if self.spec.kind == "toy2d" else x * 2 - 1
+
+    def to_data_space(self, x: Tensor) -> Tensor:
+        """[-1, 1] images -> [0, 1] (clamped); toy data unchanged."""
+        return x if self.spec.kind == "toy2d" else ((x + 1) / 2).clamp(0, 1)
+
+    # --- the contract -----------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` samples without touching the global RNG when ``generator`` is given.
+
+        Returns:
+            (n, C, H, W) images in [0, 1], (n, C, T, H, W) video in [0, 1], or (n, 2) points.
+        """
+        raise NotImplementedError
+
+    def interpolate(self, z0: Tensor, z1: Tensor, steps: int) -> Tensor:
+        """Samples along a path between two latents (latent models only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent space to interpolate")
+
+    def randn(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal noise on the model's device, drawn from ``generator`` when given."""
+        device = generator.device if generator is not None else self.device
+        return torch.randn(*shape, generator=generator, device=device).to(self.device)
+
+    @contextmanager
+    def sampling_mode(self) -> Iterator[None]:
+        """Eval mode and no grad for the duration, restoring the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    @staticmethod
+    @contextmanager
+    def uncounted_step(optimizer) -> Iterator[None]:
+        """Step ``optimizer`` without advancing ``trainer.global_step``.
+
+        Lightning counts every optimizer step in manual optimization, so a GAN with a D and a G
+        step per batch would reach ``max_steps`` after half the iterations. gen-bench counts one
+        step per generator (or main network) update, the unit of the GAN and diffusion papers:
+        auxiliary steps (the discriminator's, the critic's) run inside this context.
+        """
+        before, after = optimizer._on_before_step, optimizer._on_after_step
+        optimizer._on_before_step = optimizer._on_after_step = lambda: None
+        try:
+            yield
+        finally:
+            optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between latents (White 2016), the path Gaussian latents prefer.
+
+    Args:
+        z0, z1: (D,) latents.
+        t: (S,) positions in [0, 1].
+
+    Returns:
+        (S, D) latents; falls back to linear interpolation when z0 and z1 are parallel.
+    """
+    a, b = z0.flatten(), z1.flatten()
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    t = t[:, None]
+    if omega.abs() < 1e-6:
+        out = (1 - t) * a + t * b
+    else:
+        out = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    return out.reshape(-1, *z0.shape)

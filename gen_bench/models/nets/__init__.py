@@ -1,0 +1,10 @@
+"""Plain ``nn.Module`` networks. No Lightning here: objectives take these as arguments.
+
+Every network is built from the dataset's :class:`~gen_bench.data.DataSpec` plus its own
+hyperparameters, so one model config serves every dataset of the same kind.
+"""
+
+from gen_bench.models.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gen_bench.models.nets.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator"]

@@ -1,0 +1,156 @@
+"""The datamodule and the offline datasets: shapes, ranges, labels, splits and batch order."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from gen_bench.data import ArrayDataset, GenerativeDataModule, StepBatchSampler
+from gen_bench.data.digits import Digits, StackedDigits, load_sklearn_digits
+from gen_bench.data.shapes import PALETTE, SHAPES, Shapes
+from gen_bench.data.toy import GaussianMixture2D, grid_centers, ring_centers
+
+from conftest import compose_train
+
+
+def test_ring_and_grid_follow_the_pacgan_protocol(tmp_path):
+    ring = instantiate(compose_train(["data=ring8"], tmp_path).data)
+    spec = ring.spec
+    assert spec.kind == "toy2d" and spec.shape == (2,) and spec.num_modes == 8 and spec.mode_std == 0.01
+    centers = torch.tensor(spec.mode_centers)
+    assert torch.allclose(centers.norm(dim=1), torch.ones(8), atol=1e-6)  # radius 1
+    angles = torch.atan2(centers[:, 1], centers[:, 0]).remainder(2 * math.pi).sort().values
+    assert torch.allclose(angles.diff(), torch.full((7,), math.pi / 4), atol=1e-5)
+
+    grid = instantiate(compose_train(["data=grid25"], tmp_path).data)
+    got = {tuple(round(v) for v in c) for c in grid.spec.mode_centers}
+    assert got == {(a, b) for a in (-4, -2, 0, 2, 4) for b in (-4, -2, 0, 2, 4)}
+    assert grid.spec.mode_std == 0.05
+
+
+@pytest.mark.parametrize("layout,std", [("ring", 0.01), ("grid", 0.05), ("ring", 0.2)])
+def test_mixture_samples_have_the_configured_std_around_their_label(layout, std):
+    src = GaussianMixture2D("toy", layout=layout, radius=2.0, std=std, num_samples=40_000, seed=3)
+    x, y = src.load()[torch.arange(40_000)]
+    offsets = x - src.centers[y]
+    assert offsets.mean(0).abs().max() < 4 * std / math.sqrt(40_000) * 3
+    assert torch.allclose(offsets.std(0), torch.full((2,), std), rtol=0.03)
+    counts = torch.bincount(y, minlength=src.centers.shape[0]).float()
+    assert counts.min() / counts.mean() > 0.9  # equal weights
+    if layout == "ring":
+        assert torch.allclose(src.centers.norm(dim=1), torch.full((8,), 2.0))
+
+
+def test_centre_helpers():
+    assert ring_centers(4, 1.0).round(decimals=6).tolist() == [[1, 0], [0, 1], [-1, 0], [0, -1]]
+    assert grid_centers(3, 1.0).tolist()[0] == [-1.0, -1.0]
+
+
+def test_digits_are_resized_to_the_configured_size_and_keep_labels():
+    x, y = load_sklearn_digits(32)
+    assert x.shape == (1797, 1, 32, 32) and x.dtype == torch.uint8 and y.shape == (1797,)
+    assert set(y.tolist()) == set(range(10))
+    # Pooling back to 8x8 recovers the original digits (the resize is a smooth interpolation).
+    from sklearn.datasets import load_digits
+
+    orig = torch.from_numpy(load_digits().images).float() / 16
+    back = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 8).squeeze(1)
+    assert torch.corrcoef(torch.stack([back.flatten(), orig.flatten()]))[0, 1] > 0.95
+    nearest = torch.cdist(back.flatten(1), orig.flatten(1)).argmin(1)
+    assert (nearest == torch.arange(1797)).float().mean() > 0.99  # each image is still itself
+    ds = Digits(image_size=16).load()
+    xb, yb = ds[[0, 1, 2]]
+    assert xb.shape == (3, 1, 16, 16) and xb.dtype == torch.float32 and 0 <= xb.min() and xb.max() <= 1
+
+
+def test_stacked_digits_channels_are_independent_digits_with_their_labels():
+    digits, labels = load_sklearn_digits(16)
+    src = StackedDigits(image_size=16, num_samples=500, seed=1)
+    assert src.spec.num_modes == 1000 and src.spec.label_shape == (3,)
+    x, y = src.load()[torch.arange(500)]
+    assert x.shape == (500, 3, 16, 16) and y.shape == (500, 3)
+    flat = (digits.float() / 255).flatten(1)  # (M, S*S)
+    for c in range(3):
+        # every channel is exactly one of the digits, and the label is that digit's class
+        d = torch.cdist(x[:, c].flatten(1), flat, compute_mode="donot_use_mm_for_euclid_dist")
+        best = d.argmin(1)
+        assert torch.all(d.min(1).values < 1e-4)
+        assert torch.equal(labels[best], y[:, c])
+    triples = (y[:, 0] * 100 + y[:, 1] * 10 + y[:, 2]).unique()
+    assert len(triples) > 350  # 500 draws over 1000 modes hit ~394 of them
+
+
+def test_shapes_colour_and_label_agree():
+    src = Shapes(image_size=32, num_samples=200, seed=0)
+    assert src.spec.num_classes == len(SHAPES) * len(PALETTE)
+    x, y = src.load()[torch.arange(200)]
+    palette = torch.tensor(list(PALETTE.values()))
+    for img, label in zip(x, y, strict=True):
+        fg = img.flatten(1)[:, img.flatten(1).sum(0) > 0.5]  # (3, P) foreground pixels
+        colour = fg.mean(1)
+        cos = torch.nn.functional.cosine_similarity(colour[None], palette, dim=1)
+        assert cos.argmax().item() == label.item() % len(PALETTE)
+        assert fg.shape[1] > 20  # the shape is visible
+
+
+def _dm(source, **kw) -> GenerativeDataModule:
+    return GenerativeDataModule(source=source, name="t", **kw)
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    src = GaussianMixture2D("toy", num_samples=1000)
+    a, b = _dm(src, heldout_fraction=0.2, split_seed=5), _dm(src, heldout_fraction=0.2, split_seed=5)
+    xa, _ = a.tensors("train")
+    xb, _ = b.tensors("train")
+    assert torch.equal(xa, xb)
+    ha, _ = a.tensors("heldout")
+    assert len(xa) == 800 and len(ha) == 200
+    full, _ = src.load()[torch.arange(1000)]
+    both = torch.cat([xa, ha])
+    assert torch.equal(both[both[:, 0].argsort()], full[full[:, 0].argsort()])  # a partition
+    c = _dm(src, heldout_fraction=0.2, split_seed=6)
+    assert not torch.equal(c.tensors("heldout")[0], ha)
+
+
+def test_training_batches_are_float_in_unit_range_for_images():
+    dm = _dm(Digits(image_size=16), batch_size=8)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert 0 <= x.min() and x.max() <= 1
+
+
+def test_step_sampler_is_a_function_of_the_batch_number():
+    full = list(iter_n(StepBatchSampler(100, 8, seed=1), 40))
+    resumed = list(iter_n(StepBatchSampler(100, 8, seed=1, start_batch=17), 23))
+    assert resumed == full[17:]
+    per_epoch = 100 // 8
+    epoch0 = sorted(i for b in full[:per_epoch] for i in b)
+    assert len(set(epoch0)) == len(epoch0) == per_epoch * 8  # no repeats within an epoch
+    assert full[:per_epoch] != full[per_epoch: 2 * per_epoch]  # reshuffled every epoch
+
+
+def test_step_sampler_shards_the_global_batch_across_ranks():
+    ranks = [list(iter_n(StepBatchSampler(64, 4, seed=0, rank=r, world_size=2), 5)) for r in range(2)]
+    single = list(iter_n(StepBatchSampler(64, 8, seed=0), 5))
+    for step in range(5):
+        assert set(ranks[0][step]).isdisjoint(ranks[1][step])
+        assert ranks[0][step] + ranks[1][step] == single[step]
+
+
+def test_too_small_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        StepBatchSampler(10, 16, seed=0)
+
+
+def test_array_dataset_rejects_other_dtypes():
+    with pytest.raises(TypeError, match="uint8 images or float32"):
+        ArrayDataset(torch.zeros(3, 2, dtype=torch.float64))
+
+
+def iter_n(sampler, n):
+    it = iter(sampler)
+    for _ in range(n):
+        yield next(it)
