@@ -224,7 +224,16 @@ class RunSummary(Callback):
         return next((c for c in trainer.callbacks if isinstance(c, TrainingState)), None)
 
     def write(self, trainer, status: str, **extra: Any) -> dict[str, Any]:
+        """Merge the run's state into ``metrics.json``.
+
+        Any callback with a ``summary_fields() -> dict`` method (the evaluation callback, say)
+        contributes its fields; callbacks run before this one, so their end-of-training results
+        are in.
+        """
         previous = read_json(self.path) if self.path.exists() else {}
+        for cb in trainer.callbacks:
+            if cb is not self and hasattr(cb, "summary_fields"):
+                extra = {**cb.summary_fields(), **extra}
         state = self._state(trainer)
         final = {k: float(v) for k, v in trainer.callback_metrics.items()
                  if "/" in k and torch.as_tensor(v).numel() == 1}

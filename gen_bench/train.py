@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
@@ -86,6 +87,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         "tags": dict(resolved.get("tags") or {}),
     }
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
+        callbacks.append(instantiate(cfg.model.ema))
     callbacks += [TrainingState(resolved), RunSummary(run_dir, info)]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
@@ -45,6 +46,28 @@ class ArrayDataset(Dataset):
     def take(self, indices: Tensor) -> ArrayDataset:
         """A new dataset holding the given rows (used for train / held-out splits)."""
         return ArrayDataset(self.x[indices], self.y[indices])
+
+
+def resize_images(x: Tensor, image_size: int, chunk: int = 4096) -> Tensor:
+    """Resize uint8 images with antialiased bilinear interpolation (a no-op at the native size).
+
+    Args:
+        x: (N, C, H, W) uint8 images.
+        image_size: Output size S.
+        chunk: Images converted to float at a time (bounds the temporary memory).
+
+    Returns:
+        (N, C, S, S) uint8 images.
+    """
+    if tuple(x.shape[-2:]) == (image_size, image_size):
+        return x
+    out = torch.empty((*x.shape[:2], image_size, image_size), dtype=torch.uint8)
+    for i in range(0, x.shape[0], chunk):
+        xi = x[i : i + chunk].float().div_(255.0)
+        xi = F.interpolate(xi, size=(image_size, image_size), mode="bilinear", antialias=True,
+                           align_corners=False)
+        out[i : i + chunk] = to_uint8(xi)
+    return out
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from gen_bench.data.arrays import ArrayDataset, to_uint8
+from gen_bench.data.arrays import ArrayDataset, resize_images, to_uint8
 from gen_bench.data.spec import DataSpec
 
 
@@ -20,10 +19,7 @@ def load_sklearn_digits(image_size: int = 32) -> tuple[Tensor, Tensor]:
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
-    if image_size != 8:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    return to_uint8(x), torch.from_numpy(bunch.target).long()
+    return resize_images(to_uint8(x), image_size), torch.from_numpy(bunch.target).long()
 
 
 class Digits:

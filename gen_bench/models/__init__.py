@@ -10,7 +10,7 @@ from gen_bench.models.base import GenerativeModule
 
 __all__ = ["GenerativeModule", "build_model"]
 
-_NOT_ARGUMENTS = ("name", "nets")
+_NOT_ARGUMENTS = ("name", "nets", "ema")  # read by train.py, not by the objective
 
 
 def build_model(model_cfg: DictConfig, spec: DataSpec) -> GenerativeModule:

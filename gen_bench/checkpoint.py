@@ -1,0 +1,42 @@
+"""Rebuild a trained model (and its datamodule) from a checkpoint alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gen_bench.data import GenerativeDataModule
+from gen_bench.models import GenerativeModule, build_model
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; pass ckpt=PATH to a .ckpt file or a run directory")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "gen_bench" not in ckpt or not ckpt["gen_bench"].get("config"):
+        raise ValueError(f"{path} was not written by gen-bench train (it has no embedded run config)")
+    return ckpt
+
+
+def load_run(path: str | Path, map_location: str | torch.device = "cpu"
+             ) -> tuple[GenerativeModule, GenerativeDataModule, DictConfig, dict[str, Any]]:
+    """The model with its trained weights (in eval mode), its datamodule, its run config and the
+    raw checkpoint dict (for callback states such as EMA weights).
+
+    ``path`` is a ``.ckpt`` file or a run directory (its ``checkpoints/last.ckpt`` is used).
+    """
+    ckpt = load_checkpoint_file(path)
+    cfg = OmegaConf.create(ckpt["gen_bench"]["config"])
+    datamodule: GenerativeDataModule = instantiate(cfg.data)
+    model = build_model(cfg.model, datamodule.spec)
+    model.load_state_dict(ckpt["state_dict"])
+    model.on_load_checkpoint(ckpt)
+    model.to(map_location).eval()
+    return model, datamodule, cfg, ckpt
