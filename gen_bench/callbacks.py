@@ -22,8 +22,14 @@ from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 
 
 def capture_rng() -> dict[str, Any]:
-    """Every global RNG state a training step can touch."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every global RNG state a training step can touch, as tensors and plain types (checkpoints
+    are loaded with ``weights_only=True``, which refuses numpy arrays)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -31,7 +37,8 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -83,10 +90,9 @@ class TrainingState(Callback):
         checkpoint["gen_bench"] = {"config": self.config}
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        # Callback states are restored before on_fit_start and the training iterator is made
+        # after it; the sampler reads start_batch when that iterator is made.
         self._session_start = time.perf_counter()
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # The sampler reads this when the first epoch's iterator is made, after on_train_start.
         if trainer.datamodule is not None and hasattr(trainer.datamodule, "start_batch"):
             trainer.datamodule.start_batch = self.batches_seen
 
@@ -254,7 +260,7 @@ class RunSummary(Callback):
             atomic_write_json(self.path, summary)
         return summary
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:  # after a resume has restored the step
         self.write(trainer, "running")
 
     def _artefacts(self, trainer) -> None:

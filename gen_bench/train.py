@@ -96,6 +96,13 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
                                      plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
     if ckpt_path is not None:
-        log.info("resuming from %s", ckpt_path)
+        done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
+        summary_path = run_dir / "metrics.json"
+        if 0 < cfg.trainer.max_steps <= done and summary_path.is_file():
+            summary = read_json(summary_path)
+            if summary.get("status") == "completed":
+                log.info("%s already completed %d steps: nothing to do", run_dir, done)
+                return summary
+        log.info("resuming from %s (step %d)", ckpt_path, done)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return read_json(run_dir / "metrics.json")

@@ -24,7 +24,8 @@ TINY_IMAGE = [
     "model.nets.image.discriminator.base_channels=8",
     "model.nets.image.generator.latent_dim=16",
 ]
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+         "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(autouse=True)

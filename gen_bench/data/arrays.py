@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,8 @@ class StepBatchSampler(Sampler[list[int]]):
         num_samples: Size of the dataset.
         batch_size: Per-process batch size.
         seed: Seed of the shuffling.
-        start_batch: Number of the first batch to yield.
+        start_batch: Number of the first batch to yield, or a function returning it (read each
+            time iteration starts, so a resume can set it after the loader was built).
         rank: This process's rank.
         world_size: Number of processes.
     """
@@ -98,7 +99,7 @@ class StepBatchSampler(Sampler[list[int]]):
         num_samples: int,
         batch_size: int,
         seed: int,
-        start_batch: int = 0,
+        start_batch: int | Callable[[], int] = 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -121,7 +122,7 @@ class StepBatchSampler(Sampler[list[int]]):
         return torch.randperm(self.num_samples, generator=g)
 
     def __iter__(self) -> Iterator[list[int]]:
-        b = self.start_batch
+        b = self.start_batch() if callable(self.start_batch) else self.start_batch
         epoch, perm = -1, None
         gb = self.batch_size * self.world_size
         while True:

@@ -129,7 +129,7 @@ class GenerativeDataModule(L.LightningDataModule):
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
         sampler = StepBatchSampler(len(self._train), self.batch_size, seed=self.shuffle_seed,
-                                   start_batch=self.start_batch, rank=rank, world_size=world)
+                                   start_batch=lambda: self.start_batch, rank=rank, world_size=world)
         return self._loader(self._train, sampler, self.num_workers)
 
     def reference_loader(self, split: Split = "train", batch_size: int = 256) -> DataLoader:
