@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
+from gen_bench.viz_video import save_video_samples
 
 
 def capture_rng() -> dict[str, Any]:
@@ -134,7 +135,9 @@ def _wandb_loggers(trainer) -> list[WandbLogger]:
 class SampleGrid(Callback):
     """Fixed-noise samples every ``every_n_steps`` steps and at the end of training.
 
-    Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. 2-D data: a scatter of
+    Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. Video: the same grids of
+    first frames, plus ``<tag>.gif`` (every clip, animated) and ``<tag>_frames.png`` (a clip per row,
+    time left to right); the GIF goes to wandb as a video. 2-D data: a scatter of
     ``num_points`` samples over the true mode centres (``samples/scatter_*.png``). Also logged to
     wandb when a wandb logger is attached.
 
@@ -159,17 +162,23 @@ class SampleGrid(Callback):
         g = torch.Generator().manual_seed(self.seed)
         spec = pl_module.spec
         step = trainer.global_step
+        video: dict[str, Path] | None = None
         if spec.kind == "toy2d":
             pts = pl_module.sample(self.num_points, generator=g)
             paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
                                   title=f"{type(pl_module).__name__} step {step}")]
         else:
             x = pl_module.sample(self.num_samples, generator=g)
-            if x.ndim == 5:  # video (N, C, T, H, W): first frames
+            if x.ndim == 5:  # video (N, C, T, H, W): a GIF, a frame grid, and the first frames as before
+                video = save_video_samples(x, self.dirpath, tag)
                 x = x[:, :, 0]
             paths = [save_image_grid(x, self.dirpath / f"{tag}.png")]
+            if video is not None:
+                paths.append(video["frames"])
         for lg in _wandb_loggers(trainer):
             lg.log_image(key="samples", images=[str(p) for p in paths], step=step)
+            if video is not None:
+                lg.log_video(key="samples_video", videos=[str(video["gif"])], step=step, format=["gif"])
         return paths
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import traceback
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
-from gen_bench.io import read_json
+from gen_bench.io import atomic_write_json, read_json
+from gen_bench.leaderboard import stabilizer_tags
 from gen_bench.models import build_model
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,42 @@ log = logging.getLogger(__name__)
 
 class RunExistsError(RuntimeError):
     """The run directory already holds a run that this command would overwrite."""
+
+
+class DivergedError(RuntimeError):
+    """A logged training value (a loss) became NaN or infinite."""
+
+
+class DivergenceGuard(Callback):
+    """Stops a run once a logged ``train/*`` value is NaN or infinite.
+
+    The run ends as ``failed`` with a :class:`DivergedError` in ``metrics.json`` (through
+    :class:`~gen_bench.callbacks.RunSummary`) instead of training on, and being evaluated with, NaN
+    weights. One finite check of the last logged scalars every ``every_n_steps`` steps (default:
+    ``trainer.log_every_n_steps``; one device sync each), where ``detect_anomaly`` checks every
+    backward op and is far slower. Under DDP the decision is shared, so every process stops.
+
+    Args:
+        every_n_steps: Check interval in optimizer steps (``None``: the trainer's logging interval).
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.every_n_steps or trainer.log_every_n_steps or 1
+        if trainer.global_step % every != 0:
+            return
+        logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        if not logged:
+            return
+        values = torch.stack([torch.as_tensor(v).detach().float().flatten()[0] for v in logged.values()])
+        bad = not bool(torch.isfinite(values).all())  # one device sync per check
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            shown = ", ".join(f"{k}={float(v):g}" for k, v in zip(logged, values.tolist(), strict=True))
+            raise DivergedError(f"diverged at step {trainer.global_step}: {shown}")
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -56,8 +97,71 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _sweep_name() -> str | None:
+    """The sweep folder's name when this is a job of a Hydra multirun, else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
+def _configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
+    """Every wandb logger of a sweep's job: the sweep as group, the job's folder as name, and tags
+    for the model, the data, the stabilizers that are on and the run's ``tags``."""
+    sweep = _sweep_name()
+    extra = [*stabilizer_tags(cfg.model), *(f"{k}={v}" for k, v in (cfg.get("tags") or {}).items())]
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or not str(node.get("_target_", "")).endswith("WandbLogger"):
+            continue
+        with open_dict(node):
+            tags = [str(t) for t in (node.get("tags") or [])]
+            node.tags = list(dict.fromkeys([*tags, *extra]))[:64]  # wandb's limit; no duplicates
+            if sweep is not None:
+                node.group = node.get("group") or sweep
+                node.name = run_dir.name
+
+
+def _record_failure(run_dir: Path, info: dict[str, Any], error: BaseException) -> None:
+    """``metrics.json`` of a run that failed before training started (bad data path, bad config)."""
+    if rank_zero_only.rank != 0:
+        return
+    path = run_dir / "metrics.json"
+    previous = read_json(path) if path.is_file() else {}
+    err = "".join(traceback.format_exception_only(type(error), error)).strip()
+    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
+    atomic_write_json(path, {**previous, **info, "status": "failed", "steps": previous.get("steps", 0),
+                             "error": err, "traceback": tb})
+
+
+def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -> None:
+    """Put the final metrics in each wandb run's summary (the runs table sorts by them) and finish the
+    run, so the next job of an in-process sweep starts its own run instead of logging into this one."""
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger) or lg._experiment is None or rank_zero_only.rank != 0:
+            continue
+        run = lg.experiment
+        if summary is not None:
+            scores = (summary.get("eval") or {}).get("scores") or {}
+            final = {**summary.get("final", {}),  # the evaluation's float64 scores over their float32 copies
+                     **{f"val/{k}": s["value"] for k, s in scores.items() if s.get("value") is not None}}
+            final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            run.summary.update({**final, "status": summary.get("status"), "steps": summary.get("steps"),
+                                "wall_time_s": summary.get("wall_time_s")})
+            if summary.get("error"):
+                run.summary["error"] = summary["error"]
+        run.finish(exit_code=1 if failed else 0)
+
+
 def run_training(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model as ``cfg`` says; returns the run's ``metrics.json`` content."""
+    """Train one model as ``cfg`` says; returns the run's ``metrics.json`` content.
+
+    A run that fails, before training (a bad data path) or during it (an error, a diverged loss),
+    leaves ``metrics.json`` with status ``failed`` and the error, and the exception propagates (a
+    Hydra multirun records the job as failed and goes on with the others).
+    """
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_resume(cfg.resume, run_dir)
@@ -71,38 +175,57 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         for stale in (run_dir / "checkpoints").glob("*.ckpt"):
             stale.unlink()
 
-    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = build_model(cfg.model, datamodule.spec)
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    info = {
-        "model": cfg.model.get("name"),
-        "data": cfg.data.get("name"),
-        "seed": cfg.seed,
-        "config_digest": config_digest(resolved),
-        "run_dir": str(run_dir),
-        "tags": dict(resolved.get("tags") or {}),
-    }
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
-        callbacks.append(instantiate(cfg.model.ema))
-    callbacks += [TrainingState(resolved), RunSummary(run_dir, info)]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
-                                     plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
     if ckpt_path is not None:
         done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
         summary_path = run_dir / "metrics.json"
         if 0 < cfg.trainer.max_steps <= done and summary_path.is_file():
             summary = read_json(summary_path)
-            if summary.get("status") == "completed":
+            if summary.get("status") == "completed":  # e.g. a sweep run again with resume=auto
                 log.info("%s already completed %d steps: nothing to do", run_dir, done)
                 return summary
-        log.info("resuming from %s (step %d)", ckpt_path, done)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    return read_json(run_dir / "metrics.json")
+
+    info: dict[str, Any] = {"model": cfg.model.get("name"), "data": cfg.data.get("name"), "seed": cfg.seed,
+                            "run_dir": str(run_dir)}
+    loggers: list = []
+    summary = None
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        info.update(config_digest=config_digest(resolved), tags=dict(resolved.get("tags") or {}))
+        if rank_zero_only.rank == 0:
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        model = build_model(cfg.model, datamodule.spec)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
+            callbacks.append(instantiate(cfg.model.ema))
+        # the guard first: a diverged step stops before any callback evaluates or saves NaN weights
+        callbacks = [DivergenceGuard(), *callbacks, TrainingState(resolved), RunSummary(run_dir, info)]
+        _configure_wandb(cfg, run_dir)
+        loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+        for lg in loggers:  # the whole run config, not only the model's hyperparameters
+            lg.log_hyperparams(resolved)
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
+                                         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
+    except Exception as e:
+        _record_failure(run_dir, info, e)
+        _finish_wandb(loggers, read_json(run_dir / "metrics.json") if rank_zero_only.rank == 0 else None,
+                      failed=True)
+        raise
+    failed = True
+    try:
+        if ckpt_path is not None:
+            log.info("resuming from %s (step %d)", ckpt_path, done)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        summary = read_json(run_dir / "metrics.json")
+        failed = summary.get("status") != "completed"
+        return summary
+    finally:
+        if failed and summary is None and (run_dir / "metrics.json").is_file():
+            summary = read_json(run_dir / "metrics.json")
+        _finish_wandb(loggers, summary, failed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # the next job of a sweep sets up its own

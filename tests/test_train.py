@@ -46,9 +46,9 @@ def test_image_runs_write_every_artefact(tmp_path, data):
 
 
 def test_toy_run_writes_a_scatter_over_the_mode_centres(tmp_path):
-    cfg = compose_train(["data=ring8", *QUIET, "trainer.max_steps=20", "callbacks.sample_grid.every_n_steps=10",
-                         "model.instance_noise.sigma_start=0.2", "model.instance_noise.anneal_steps=10"],
-                        tmp_path)
+    cfg = compose_train(["data=ring8", *QUIET, "trainer.max_steps=20",
+                         "callbacks.sample_grid.every_n_steps=10", "model.instance_noise.sigma_start=0.2",
+                         "model.instance_noise.anneal_steps=10"], tmp_path)
     run_training(cfg)
     _check_run(tmp_path, 20, "samples/scatter_final.png")
     assert (tmp_path / "samples" / "scatter_step_0000010.png").is_file()

@@ -20,6 +20,9 @@ def build_model(model_cfg: DictConfig, spec: DataSpec) -> GenerativeModule:
     the set for ``spec.kind`` is built with ``spec`` and passed to the objective by role
     (``generator``, ``discriminator``, ``denoiser``...).
     """
+    # Resolve first: a model config may interpolate keys outside ``model`` (``${seed}``), which a
+    # masked copy, detached from the root, could no longer reach.
+    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     name = model_cfg.get("name", model_cfg.get("_target_"))
     nets_cfg = model_cfg.get("nets") or {}
     if spec.kind not in nets_cfg:

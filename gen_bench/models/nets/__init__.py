@@ -8,3 +8,12 @@ from gen_bench.models.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gen_bench.models.nets.mlp import MLPDiscriminator, MLPGenerator
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator"]
+
+from gen_bench.models.nets.denoiser_mlp import MLPDenoiser  # noqa: E402
+from gen_bench.models.nets.unet import UNet  # noqa: E402
+
+__all__ += ["MLPDenoiser", "UNet"]
+
+from gen_bench.models.nets.video import SpatialDiscriminator, TemporalDiscriminator, VideoGenerator  # noqa: E402
+
+__all__ += ["SpatialDiscriminator", "TemporalDiscriminator", "VideoGenerator"]

@@ -1,0 +1,158 @@
+"""Samplers: pure maths on the process's buffers, so DDPM and DDIM sampling swap without retraining.
+
+A sampler is bound to a :class:`GaussianDiffusion` and a few settings when it is built and never
+changes afterwards: ``step(model_output, t, t_prev, x_t, generator) -> x_prev`` is a function of
+its arguments alone, so steps may be called in any order (and tested one at a time).
+``timesteps()`` lists the ``(t, t_prev)`` pairs of a full trajectory, ``t_prev = -1`` meaning x_0.
+``model_output`` is the network's epsilon prediction at ``(x_t, t)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from gen_bench.diffusion.process import GaussianDiffusion, randn_like
+
+
+class Sampler(Protocol):
+    label: str
+
+    def timesteps(self) -> list[tuple[int, int]]: ...
+
+    def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
+             generator: torch.Generator | None = None) -> Tensor: ...
+
+
+def _full(t: int, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
+def predict_x0_and_eps(diffusion: GaussianDiffusion, x_t: Tensor, t: int, eps: Tensor,
+                       clip_x0: float | None) -> tuple[Tensor, Tensor]:
+    """The x_0 that ``eps`` implies (clipped to [-clip_x0, clip_x0] when set) and the eps consistent
+    with that x_0 and x_t, so both samplers step from the same pair."""
+    tt = _full(t, x_t)
+    x0 = diffusion.predict_x0_from_eps(x_t, tt, eps)
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+        eps = diffusion.predict_eps_from_x0(x_t, tt, x0)
+    return x0, eps
+
+
+class DDPMSampler:
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2) through all T steps.
+
+    x_{t-1} = mu~_t(x_t, x0_hat) + sigma_t z, with the posterior mean of eq. 7 and x0_hat from eq. 15
+    (clipped to the data range, as in Ho et al.'s code); no noise at the last step.
+
+    Args:
+        diffusion: The process.
+        variance: sigma_t^2 = ``beta`` (beta_t; Ho et al.'s CIFAR-10 setting) or ``posterior``
+            (beta-tilde_t of eq. 7). Sec. 3.2: "both had similar results".
+        clip_x0: Clip x0_hat to [-clip_x0, clip_x0] (1 for images, ``None`` for unbounded data).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, variance: Literal["beta", "posterior"] = "beta",
+                 clip_x0: float | None = None) -> None:
+        if variance not in ("beta", "posterior"):
+            raise ValueError(f"unknown variance {variance!r}; valid: 'beta', 'posterior'")
+        self.diffusion = diffusion
+        self.variance = variance
+        self.clip_x0 = clip_x0
+        self.label = "ddpm"
+
+    def timesteps(self) -> list[tuple[int, int]]:
+        return [(t, t - 1) for t in reversed(range(self.diffusion.num_timesteps))]
+
+    def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
+             generator: torch.Generator | None = None) -> Tensor:
+        if t_prev != t - 1:
+            raise ValueError(f"DDPM steps one timestep at a time, got t={t}, t_prev={t_prev}; "
+                             "use DDIM to skip steps")
+        x0, _ = predict_x0_and_eps(self.diffusion, x_t, t, model_output, self.clip_x0)
+        mean, posterior_var = self.diffusion.q_posterior_mean_variance(x0, x_t, _full(t, x_t))  # eq. 7
+        if t == 0:
+            return mean  # Algorithm 2: z = 0 at the last step
+        var = posterior_var if self.variance == "posterior" else self.diffusion.betas[t]
+        return mean + var.sqrt() * randn_like(x_t, generator)
+
+
+class DDIMSampler:
+    """DDIM (Song et al. 2021): ``steps`` timesteps, eta = 0 deterministic, eta = 1 ancestral.
+
+    The timesteps are ``steps`` points evenly spaced over [T-1, 0], rounded, so the trajectory starts
+    at the last training timestep whatever the number of steps (with ``steps = T`` it visits all).
+
+    Args:
+        diffusion: The process.
+        steps: Number of denoising steps, 1..T.
+        eta: Scale of the noise, eq. 16: 0 gives the deterministic DDIM, 1 the DDPM posterior.
+        clip_x0: Clip x0_hat to [-clip_x0, clip_x0] (``None``: no clipping).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, steps: int = 50, eta: float = 0.0,
+                 clip_x0: float | None = None) -> None:
+        if not 1 <= steps <= diffusion.num_timesteps:
+            raise ValueError(f"DDIM steps must be in [1, {diffusion.num_timesteps}], got {steps}")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self.diffusion = diffusion
+        self.steps = steps
+        self.eta = eta
+        self.clip_x0 = clip_x0
+        self.label = f"ddim{steps}" + (f"_eta{eta:g}" if eta else "")
+
+    def timesteps(self) -> list[tuple[int, int]]:
+        # from T-1 down: with steps = 1 the single step still starts from the last timestep
+        ts = torch.linspace(self.diffusion.num_timesteps - 1, 0, self.steps).round().long().tolist()
+        ts = sorted(set(ts), reverse=True)
+        return list(zip(ts, [*ts[1:], -1], strict=True))
+
+    def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
+             generator: torch.Generator | None = None) -> Tensor:
+        if not -1 <= t_prev < t:
+            raise ValueError(f"need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+        d = self.diffusion
+        # 1 - alpha-bar from its own float64-derived buffer: 1 - a_t in float32 loses digits at small t
+        ac, one_minus = d.alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t].square()
+        if t_prev >= 0:
+            ac_prev = d.alphas_cumprod[t_prev]
+            one_minus_prev = d.sqrt_one_minus_alphas_cumprod[t_prev].square()
+        else:
+            ac_prev, one_minus_prev = torch.ones_like(ac), torch.zeros_like(ac)
+        x0, eps = predict_x0_and_eps(d, x_t, t, model_output, self.clip_x0)  # eq. 12, "predicted x_0"
+        # eq. 16 of DDIM: sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)
+        sigma = self.eta * (one_minus_prev / one_minus * (one_minus - one_minus_prev) / ac_prev).sqrt()
+        # eq. 12 of DDIM: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z
+        x_prev = ac_prev.sqrt() * x0 + (one_minus_prev - sigma**2).clamp_min(0).sqrt() * eps
+        if self.eta > 0 and t_prev >= 0:
+            x_prev = x_prev + sigma * randn_like(x_t, generator)
+        return x_prev
+
+
+SamplerFactory = Callable[..., Sampler]
+
+
+def sample_loop(denoiser: Callable[[Tensor, Tensor], Tensor], sampler: Sampler, x_T: Tensor,
+                generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+    """Run ``sampler`` from x_T to x_0, calling ``denoiser(x_t, t)`` once per step.
+
+    Args:
+        denoiser: ``(x_t, t) -> eps`` with ``t`` a (B,) long tensor.
+        sampler: A bound sampler.
+        x_T: (B, ...) starting noise in model space.
+        generator: Source of the noise added along the way.
+        progress: Show a progress bar over the steps.
+    """
+    x = x_T
+    pairs = sampler.timesteps()
+    # mininterval: at most one refresh a second, so logs of non-interactive runs stay readable
+    for t, t_prev in tqdm(pairs, desc=f"sampling ({sampler.label})", disable=not progress, leave=False,
+                          dynamic_ncols=True, mininterval=1.0):
+        x = sampler.step(denoiser(x, _full(t, x)), t, t_prev, x, generator)
+    return x

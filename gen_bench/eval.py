@@ -1,0 +1,79 @@
+"""``gen-bench eval``: score a saved checkpoint with the evaluation suite, exactly as training does.
+
+Writes ``metrics.json`` in the layout of a training run's (the run's own fields, ``final`` with
+the ``val/*`` scores, ``eval`` with scores, protocols and draw) to ``out_dir``, by default
+``<run dir>/eval/<eval.name>-<checkpoint name>/``, next to the memorization grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _run_dir_of(ckpt: str | Path) -> Path:
+    path = Path(ckpt).expanduser().resolve()
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def eval_command(cfg: DictConfig) -> dict[str, Any]:
+    """Load ``cfg.ckpt``, evaluate it with ``cfg.eval`` and write ``metrics.json``; returns its content."""
+    from gen_bench.checkpoint import load_run
+    from gen_bench.evaluation import Evaluator, settings_from
+    from gen_bench.io import atomic_write_json, read_json
+    from gen_bench.train import config_digest
+
+    start = time.perf_counter()
+    settings = settings_from(cfg.eval)
+    model, datamodule, run_cfg, ckpt = load_run(cfg.ckpt, map_location=_device(cfg.get("device", "auto")))
+    if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
+        model.ema_weights = None
+    run_dir = _run_dir_of(cfg.ckpt)
+    ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
+    default_out = run_dir / "eval" / f"{settings.name}-{ckpt_name}"
+    out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out
+    model_cfg = run_cfg.get("model") or {}
+    sampler = run_cfg.get("sampler") or model_cfg.get("sampler")
+
+    evaluator = Evaluator(settings, datamodule, sampler, out_dir)
+    result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
+
+    previous = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    resolved = OmegaConf.to_container(run_cfg, resolve=True)
+    train_final = {k: v for k, v in previous.get("final", {}).items() if not k.startswith("val/")}
+    summary = {
+        **{k: v for k, v in previous.items() if k not in ("eval", "final", "error", "traceback")},
+        "model": model_cfg.get("name"),
+        "data": run_cfg.data.get("name"),
+        "seed": run_cfg.get("seed"),
+        "config_digest": previous.get("config_digest") or config_digest(resolved),
+        "run_dir": str(run_dir),
+        "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
+        "status": "completed",
+        "steps": ckpt.get("global_step"),
+        "final": {**train_final, **result.log_dict()},
+        "eval": {**result.to_json(), "tag": "final", "name": settings.name,
+                 "time": {"evaluations": round(result.seconds, 3), "setup": round(evaluator.setup_seconds, 3),
+                          "command": round(time.perf_counter() - start, 3)}},
+    }
+    atomic_write_json(out_dir / "metrics.json", summary)
+    scores = ", ".join(f"{k}={v:.4g}" for k, v in result.values().items())
+    print(f"[gen-bench] eval {settings.name} of {summary['checkpoint']} (step {summary['steps']}): {scores}\n"
+          f"[gen-bench] -> {out_dir / 'metrics.json'}")
+    return summary

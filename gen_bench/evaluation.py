@@ -1,0 +1,392 @@
+"""The evaluator: scores any ``GenerativeModule`` against its datamodule, during training (the
+:class:`EvaluationCallback`) and after it (``gen-bench eval``).
+
+One draw::
+
+    model.sample(batch, generator)  -> every extractor, once per batch  -> every metric's update
+    (batch b of draw i: a CPU generator seeded with (seed + i, b))          (torchmetrics states)
+    -> compute (states synced across processes)  -> scores
+
+The real side (reference features and statistics) is computed once and cached on disk. The
+evaluation runs under a saved-and-restored global RNG state, so training continues with exactly
+the random numbers it would have drawn without it.
+
+Every score in the result carries a ``protocol_id``: the hash of everything that makes two numbers
+comparable (data content, extractor and its weights, sample counts, reference split, metric
+parameters). The sampler, the evaluation seed and the batch size are recorded next to the scores
+but left out of the hash: they belong to the model being compared or to the random draw, and a GAN
+and a diffusion model must be rankable against each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from gen_bench.callbacks import TrainingState, capture_rng, find_callback, restore_rng
+from gen_bench.metrics.cache import digest
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
+from gen_bench.metrics.reference import Reference, frames, reference_features
+from gen_bench.metrics.settings import EvalSettings, from_mapping
+from gen_bench.metrics.suite import EvalBatch, NotApplicable, Score, SuiteContext, build_score
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+VAL_PREFIX = "val/"  # log keys are val/<score>, e.g. val/fid
+_EXTRACTOR_ID_KEYS = ("name", "version", "weights_sha256", "feature_dim", "preprocessing")
+
+
+def settings_from(config: EvalSettings | Mapping | DictConfig | None) -> EvalSettings:
+    """:class:`EvalSettings` from an ``eval`` config node (unknown keys are an error)."""
+    if isinstance(config, EvalSettings):
+        return config
+    return from_mapping(EvalSettings, config, "eval")
+
+
+def _plain(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, DictConfig):
+        return OmegaConf.to_container(obj, resolve=True)
+    return dict(obj) if isinstance(obj, Mapping) else obj
+
+
+def _finite_or_none(v: float) -> float | None:
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@contextmanager
+def _rank_zero_first() -> Iterator[None]:
+    """Process 0 runs the block first (training a classifier, filling the disk cache), the others
+    after it (reading the cache) instead of all computing the same thing at once."""
+    rank, world = _distributed()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    try:
+        yield
+    finally:
+        if world > 1 and rank == 0:
+            torch.distributed.barrier()
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation (mean and std over ``seeds`` draws) and how they were measured.
+
+    Attributes:
+        scores: Score name -> ``{"value", "std", "values", "protocol_id"}`` (``std``: over draws,
+            ``None`` for one draw; non-finite values are ``None``).
+        protocols: protocol_id -> the fields it hashes.
+        draw: Seed, number of draws, samples, batch size, sampler, EMA: recorded, not hashed.
+        extractor: The main extractor's description (with a classifier's accuracy).
+        skipped: Metric families that did not apply, with the reason.
+        artifacts: Pictures written, name -> path.
+        step: Training step of the model (``None`` if unknown).
+        seconds: Wall time of this evaluation.
+    """
+
+    scores: dict[str, dict[str, Any]]
+    protocols: dict[str, dict[str, Any]]
+    draw: dict[str, Any]
+    extractor: dict[str, Any]
+    skipped: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    step: int | None = None
+    seconds: float = 0.0
+
+    def values(self) -> dict[str, float]:
+        """Score name -> mean value (finite ones only)."""
+        return {k: s["value"] for k, s in self.scores.items() if s["value"] is not None}
+
+    def log_dict(self) -> dict[str, float]:
+        """``val/<score>`` (and ``val/<score>_std`` over several draws) for the loggers."""
+        out = {f"{VAL_PREFIX}{k}": v for k, v in self.values().items()}
+        out.update({f"{VAL_PREFIX}{k}_std": s["std"] for k, s in self.scores.items() if s["std"] is not None})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "scores": self.scores, "protocols": self.protocols, "draw": self.draw,
+                "extractor": self.extractor, "skipped": self.skipped, "artifacts": self.artifacts,
+                "seconds": round(self.seconds, 3)}
+
+
+def scores_by_protocol(eval_section: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """protocol_id -> {score name: value}: only scores under the same id may be ranked together."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, s in eval_section.get("scores", {}).items():
+        out.setdefault(s["protocol_id"], {})[name] = s["value"]
+    return out
+
+
+class Evaluator:
+    """Scores models of one dataset with the settings of ``eval=``.
+
+    Extractors, reference features and metric states are built on the first :meth:`evaluate` (or
+    :meth:`setup`) and reused by later ones.
+
+    Args:
+        settings: The ``eval`` config (an :class:`EvalSettings` or a mapping).
+        datamodule: The dataset the model was trained on.
+        sampler: The sampler config of diffusion models, recorded with the scores (``None``: the
+            model samples in one pass, or with its default).
+        out_dir: Where pictures go (``None``: none are written).
+    """
+
+    def __init__(self, settings: EvalSettings | Mapping | DictConfig | None, datamodule,
+                 sampler: Mapping | DictConfig | None = None, out_dir: str | Path | None = None) -> None:
+        self.settings = settings_from(settings)
+        self.datamodule = datamodule
+        self.spec = datamodule.spec
+        self.sampler = _plain(sampler)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.device: torch.device | None = None
+        self.extractors: dict[str, FeatureExtractor] = {}
+        self.main: FeatureExtractor | None = None
+        self.reference: Reference | None = None
+        self.scores: list[Score] = []
+        self.skipped: dict[str, str] = {}
+        self.setup_seconds = 0.0
+
+    # --- setup -------------------------------------------------------------------------------------
+    def setup(self, device: torch.device | str = "cpu") -> None:
+        """Build extractors, reference features and metrics on ``device`` (once)."""
+        device = torch.device(device)
+        if self.device == device:
+            return
+        start = time.perf_counter()
+        s = self.settings
+        rank, _ = _distributed()
+        with torch.random.fork_rng(devices=[]), _rank_zero_first():  # builders may initialise networks
+            name = auto_extractor(self.spec, s) if s.extractor == "auto" else s.extractor
+            self.main = build_extractor(name, ExtractorRequest(self.spec, self.datamodule, s, device))
+            self.extractors = {name: self.main}
+            ref = s.reference
+            self.reference = reference_features(self.datamodule, self.main, ref.split, ref.num_samples,
+                                                ref.subset_seed, s.cache_path, s.batch_size)
+            ctx = SuiteContext(s, self.spec, self.datamodule, self.main, self.reference, device, rank == 0,
+                               self.extractors)
+            self.scores, self.skipped = [], {}
+            for metric in s.metrics:
+                try:
+                    self.scores.append(build_score(metric, ctx))
+                except NotApplicable as e:
+                    self.skipped[metric] = str(e)
+                    log.info("eval: %s skipped: %s", metric, e)
+        self.device = device
+        self.setup_seconds = time.perf_counter() - start
+        log.info("eval set up in %.1f s: extractor %s, metrics %s", self.setup_seconds, name,
+                 ", ".join(sc.name for sc in self.scores))
+
+    # --- protocol ----------------------------------------------------------------------------------
+    def common_protocol(self) -> dict[str, Any]:
+        ref = self.reference.fields
+        ext = self.main.describe()
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "data": self.datamodule.name,
+            "data_fingerprint": ref["fingerprint"],
+            "extractor": {k: ext[k] for k in _EXTRACTOR_ID_KEYS},
+            "num_generated": self.settings.num_samples,
+            "reference_split": ref["split"],
+            "reference_num_samples": ref["num_samples"],
+            "reference_subset_seed": ref["subset_seed"],
+        }
+
+    def draw_record(self, model) -> dict[str, Any]:
+        s = self.settings
+        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "batch_size": s.batch_size,
+                "sampler": self.sampler, "ema": getattr(model, "ema_weights", None) is not None,
+                "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
+
+    # --- evaluation --------------------------------------------------------------------------------
+    @staticmethod
+    def batch_seed(draw_seed: int, batch: int) -> int:
+        """Seed of batch ``batch`` of a draw: a 32-bit hash of both (torch's CPU generator keeps only
+        32 bits of a seed, so no arithmetic packing), independent of how batches map to processes."""
+        return int(np.random.SeedSequence([draw_seed, batch]).generate_state(1)[0])
+
+    def _empty_samples(self) -> Tensor:
+        shape = self.spec.shape if self.spec.kind != "video" else (self.spec.shape[0], *self.spec.shape[2:])
+        return torch.zeros(0, *shape, device=self.device)
+
+    def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None) -> None:
+        feats = {name: ext(samples) for name, ext in self.extractors.items()}
+        batch = EvalBatch(samples, feats, index, clips)
+        for score in self.scores:
+            score.update(batch)
+
+    def _draw(self, model, draw_seed: int) -> None:
+        """Sample this process's share of the draw and update every metric."""
+        s = self.settings
+        rank, world = _distributed()
+        num_batches = math.ceil(s.num_samples / s.batch_size)
+        lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
+        for b in range(lo, hi):
+            n = min(s.batch_size, s.num_samples - b * s.batch_size)
+            g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
+            x = model.sample(n, generator=g).detach().float().to(self.device)
+            steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
+            first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
+            index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
+            self._update(frames(x), index, x if x.ndim == 5 else None)
+        if lo == hi:  # every process updates at least once, so the states have a shape to sync
+            self._update(self._empty_samples(), torch.zeros(0, dtype=torch.long, device=self.device))
+
+    def evaluate(self, model, step: int | None = None, tag: str = "final") -> EvalResult:
+        """Draw ``seeds`` sample sets from ``model`` and score each.
+
+        Every process of a distributed run must call this (the metric states are synced).
+
+        Args:
+            model: A ``GenerativeModule`` (only ``sample(n, generator)`` is used).
+            step: The model's training step, recorded.
+            tag: Names the pictures (``step_0001000``, ``final``).
+        """
+        start = time.perf_counter()
+        rank, _ = _distributed()
+        s = self.settings
+        rng = capture_rng()  # data loaders, KID subsets...: training resumes with the same random state
+        per_draw: list[dict[str, float]] = []
+        names_of: dict[str, list[str]] = {}
+        artifacts: dict[str, str] = {}
+        try:
+            self.setup(model.device)
+            with torch.no_grad():
+                for i in range(s.seeds):
+                    for score in self.scores:
+                        score.reset()
+                    self._draw(model, s.seed + i)
+                    values: dict[str, float] = {}
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(s.seed + i)  # KID subsets, IS splits
+                        for score in self.scores:
+                            computed = score.compute()
+                            names_of[score.name] = list(computed)
+                            values.update(computed)
+                    per_draw.append(values)
+                    if i == 0 and rank == 0 and self.out_dir is not None:
+                        for score in self.scores:
+                            artifacts.update(score.artifacts(self.out_dir, tag))
+        finally:
+            restore_rng(rng)
+        common = self.common_protocol()
+        protocols, family_of = {}, {}
+        for score in self.scores:
+            proto = {**common, "metric": score.name, **score.protocol()}
+            pid = digest(proto)[:16]
+            protocols[pid] = proto
+            family_of.update(dict.fromkeys(names_of[score.name], pid))
+        scores = {}
+        for name in per_draw[0]:
+            vals = [d[name] for d in per_draw]
+            finite = [v for v in vals if math.isfinite(v)]
+            mean = statistics.fmean(finite) if len(finite) == len(vals) else math.nan
+            std = statistics.stdev(finite) if len(vals) > 1 and len(finite) == len(vals) else None
+            scores[name] = {"value": _finite_or_none(mean), "std": std,
+                            "values": [_finite_or_none(v) for v in vals], "protocol_id": family_of[name]}
+        result = EvalResult(scores, protocols, self.draw_record(model), self.main.describe(),
+                            dict(self.skipped), artifacts, step, time.perf_counter() - start)
+        log.info("eval %s: %s (%.1f s)", tag, ", ".join(f"{k}={v:.4g}" for k, v in result.values().items()),
+                 result.seconds)
+        return result
+
+
+class EvaluationCallback(Callback):
+    """Evaluates every ``eval.every_n_steps`` steps and at the end of training.
+
+    Logs ``val/<score>`` to every logger, keeps the history, and contributes the final scores and
+    their protocols to ``metrics.json`` (``final`` gets the ``val/*`` values; ``eval`` the rest)
+    through :class:`~gen_bench.callbacks.RunSummary`.
+
+    Args:
+        config: The ``eval`` config.
+        run_dir: The run directory (pictures go to ``<run_dir>/eval``).
+        sampler: The model's sampler config, recorded with the scores.
+    """
+
+    def __init__(self, config: Mapping | DictConfig | EvalSettings | None = None,
+                 run_dir: str | Path | None = None, sampler: Mapping | DictConfig | None = None) -> None:
+        self.settings = settings_from(config)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.sampler = _plain(sampler)
+        self.evaluator: Evaluator | None = None
+        self.history: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+        self.last_step = -1
+        self.eval_seconds = 0.0
+        self.share: float | None = None
+
+    def _evaluator(self, trainer) -> Evaluator:
+        if self.evaluator is None:
+            if trainer.datamodule is None:
+                raise ValueError("the evaluation callback needs the run's GenerativeDataModule: "
+                                 "call trainer.fit(model, datamodule=...)")
+            out = self.run_dir / "eval" if self.run_dir is not None else None
+            self.evaluator = Evaluator(self.settings, trainer.datamodule, self.sampler, out)
+        return self.evaluator
+
+    def run(self, trainer, pl_module, tag: str) -> EvalResult:
+        step = trainer.global_step
+        result = self._evaluator(trainer).evaluate(pl_module, step=step, tag=tag)
+        self.eval_seconds += result.seconds
+        self.last_step = step
+        logged = result.log_dict()
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                lg.log_metrics(logged, step=step)
+        for k, v in logged.items():
+            trainer.callback_metrics[k] = torch.tensor(v)
+        self.history.append({"step": step, **result.values()})
+        self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
+        return result
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n, step = self.settings.every_n_steps, trainer.global_step
+        if self.settings.enabled and n > 0 and step > 0 and step % n == 0 and step != self.last_step:
+            last = self.settings.at_end and step == trainer.max_steps
+            self.run(trainer, pl_module, "final" if last else f"step_{step:07d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.settings.enabled:
+            return
+        if self.settings.at_end and trainer.global_step != self.last_step:
+            self.run(trainer, pl_module, "final")
+        state = find_callback(trainer, TrainingState)
+        if state is not None and state.wall_time > 0:
+            self.share = self.eval_seconds / state.wall_time
+
+    def summary_fields(self) -> dict[str, Any]:
+        if self.last is None:
+            return {}
+        seconds = {"evaluations": round(self.eval_seconds, 3),
+                   "setup": round(self.evaluator.setup_seconds, 3) if self.evaluator else None,
+                   "share_of_wall_time": round(self.share, 4) if self.share is not None else None}
+        return {"eval": {**self.last, "history": self.history, "time": seconds}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "last_step": self.last_step, "eval_seconds": self.eval_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+        self.last_step = state.get("last_step", -1)
+        self.eval_seconds = state.get("eval_seconds", 0.0)

@@ -1,0 +1,671 @@
+"""``gen-bench leaderboard``: every run of a sweep folder -> one ranked table.
+
+::
+
+    <sweep>/<run>/metrics.json + config.yaml  -> RunRecord (collect_runs)
+    -> groups: model + data + stabilizers (+ any other setting that differs, e.g. a learning rate)
+    -> seeds aggregated as mean and std  -> ranked by a metric within its evaluation protocol
+    -> terminal table, CSV / Markdown / JSON, a metric-over-steps PNG, a wandb Table
+
+Only scores measured under the same protocol (``protocol_id`` in ``metrics.json``: data, extractor
+and its weights, sample counts, reference split) are ranked against each other; a sweep mixing
+protocols gets one ranking per protocol. Runs that failed, are still running or have no score are
+listed under the table, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gen_bench.io import read_json
+
+# Scores where lower is better; the rest of the suite's scores (precision, recall, density, coverage,
+# modes, hq_fraction, is) are higher-is-better.
+LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss")
+PREFERRED_COLUMNS = ("kid", "precision", "recall", "coverage", "modes", "hq_fraction", "fvd", "is",
+                     "copy_rate")
+# Config keys that never change results: left out when telling groups apart.
+_IGNORED_PREFIXES = ("seed", "run_dir", "output_root", "resume", "overwrite", "logger", "callbacks", "tags",
+                     "data.shuffle_seed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                     "trainer.log_every_n_steps", "eval.cache_dir", "eval.assets_dir", "model.progress",
+                     "objective")
+# Shown in the stabilizers column (``stabilizer``: the arm of experiment=compare_stabilizers).
+_STABILIZER_KEYS = ("model.spectral_norm", "model.real_label", "model.instance_noise", "model.grad_clip_g",
+                    "model.grad_clip_d", "stabilizer", "stabilizers")
+
+
+# --- stabilizers ---------------------------------------------------------------------------------------
+def stabilizer_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The GAN stabilizers a model config switches on (empty: none).
+
+    Returns:
+        A subset of ``spectral_norm`` (True), ``label_smoothing`` (the real target), ``instance_noise``
+        (``sigma_start/anneal_steps``) and ``grad_clip`` (``g/d`` max norms).
+    """
+    if not model_cfg:
+        return {}
+    out: dict[str, Any] = {}
+    if model_cfg.get("spectral_norm"):
+        out["spectral_norm"] = True
+    real = model_cfg.get("real_label")
+    if real is not None and float(real) != 1.0:
+        out["label_smoothing"] = float(real)
+    noise = model_cfg.get("instance_noise") or {}
+    if float(noise.get("sigma_start") or 0) > 0:
+        out["instance_noise"] = f"{noise.get('sigma_start'):g}/{noise.get('anneal_steps')}"
+    clip_g, clip_d = model_cfg.get("grad_clip_g"), model_cfg.get("grad_clip_d")
+    if clip_g is not None or clip_d is not None:
+        g, d = ("-" if c is None else f"{c:g}" for c in (clip_g, clip_d))
+        out["grad_clip"] = f"{g}/{d}"
+    return out
+
+
+def stabilizer_label(settings: Mapping[str, Any]) -> str:
+    """``spectral_norm+label_smoothing=0.9`` style label; ``none`` when nothing is on."""
+    if not settings:
+        return "none"
+    return "+".join(k if v is True else f"{k}={v}" for k, v in settings.items())
+
+
+def stabilizer_tags(model_cfg: Mapping[str, Any] | None) -> list[str]:
+    """wandb tags for the stabilizers that are on (``spectral_norm``, ``label_smoothing=0.9``...)."""
+    return [k if v is True else f"{k}={v}" for k, v in stabilizer_settings(model_cfg).items()]
+
+
+# --- runs ------------------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """One run of a sweep: its ``metrics.json`` and resolved ``config.yaml``.
+
+    Attributes:
+        run_dir: The run directory.
+        summary: ``metrics.json`` (status, steps, final metrics, the ``eval`` section).
+        config: The resolved run config (empty when the run failed before writing it).
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or self.config.get("model", {}).get("name") or "?")
+
+    @property
+    def data(self) -> str:
+        return str(self.summary.get("data") or self.config.get("data", {}).get("name") or "?")
+
+    @property
+    def seed(self) -> Any:
+        return self.summary.get("seed", self.config.get("seed"))
+
+    @property
+    def stabilizers(self) -> dict[str, Any]:
+        return stabilizer_settings(self.config.get("model"))
+
+    def score(self, metric: str) -> tuple[float | None, str | None]:
+        """(value, protocol_id) of a final score; the evaluation's float64 value when there is one,
+        else ``final[val/<metric>]`` or ``final[<metric>]`` (``None`` when missing or not finite)."""
+        name = metric.removeprefix("val/")
+        scores = (self.summary.get("eval") or {}).get("scores") or {}
+        if name in scores:
+            return _finite(scores[name].get("value")), scores[name].get("protocol_id")
+        final = self.summary.get("final") or {}
+        for key in (f"val/{name}", metric):
+            if key in final:
+                return _finite(final[key]), None
+        return None, None
+
+    def history(self, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of every evaluation during training (``eval.history``), finite values only."""
+        name = metric.removeprefix("val/")
+        rows = (self.summary.get("eval") or {}).get("history") or []
+        return [(int(r["step"]), float(r[name])) for r in rows if _finite(r.get(name)) is not None]
+
+    @property
+    def samples_seen(self) -> int | None:
+        """Real samples drawn: batches per process x batch size x processes (``None`` if unknown)."""
+        batches = self.summary.get("batches_seen")
+        batch = self.config.get("data", {}).get("batch_size")
+        trainer = self.config.get("trainer", {})
+        devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+        if not all(isinstance(v, int) for v in (batches, batch, devices, nodes)):
+            return None
+        return batches * batch * devices * nodes
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """The :class:`RunRecord` of one run directory (``metrics.json``, ``config.yaml`` if present)."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    config: dict[str, Any] = {}
+    if (run_dir / "config.yaml").is_file():
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    return RunRecord(run_dir, read_json(run_dir / "metrics.json"), config)
+
+
+def collect_runs(root: str | Path) -> list[RunRecord]:
+    """Every run below ``root`` (a sweep folder, a folder of sweeps, or one run), sorted by path.
+
+    A ``metrics.json`` inside another run's folder (``gen-bench eval`` writes ``RUN/eval/*/metrics.json``)
+    is a re-evaluation of that run, not another run: it is left out.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder (pass a sweep folder, e.g. runs/sweeps/NAME)")
+    if (root / "metrics.json").is_file():
+        return [load_run(root)]
+    runs: list[Path] = []
+    for path in sorted(root.rglob("metrics.json"), key=lambda p: (len(p.parts), p)):
+        if not any(run in path.parents for run in runs):
+            runs.append(path.parent)
+    return [load_run(run) for run in sorted(runs)]
+
+
+def latest_sweep(output_root: str | Path = "runs") -> Path:
+    """The most recently modified folder of ``OUTPUT_ROOT/sweeps``."""
+    sweeps = [p for p in (Path(output_root) / "sweeps").glob("*") if p.is_dir()]
+    if not sweeps:
+        raise FileNotFoundError(f"no sweep in {Path(output_root) / 'sweeps'}; pass a sweep folder")
+    return max(sweeps, key=lambda p: p.stat().st_mtime)
+
+
+# --- grouping --------------------------------------------------------------------------------------------
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
+
+
+def _setting(run: RunRecord) -> dict[str, Any]:
+    """The run's config minus what differs between seeds of one setting or never changes results."""
+    flat = _flatten(run.config)
+    return {k: v for k, v in flat.items()
+            if not any(k == p or k.startswith(p + ".") for p in _IGNORED_PREFIXES)}
+
+
+def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
+    """A label per run of the settings that tell apart runs of one model and dataset besides the
+    stabilizers (a learning rate from an Optuna search, a discriminator ablation...)."""
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    settings = [_setting(r) for r in runs]
+    for i, r in enumerate(runs):
+        by_pair.setdefault((r.model, r.data), []).append(i)
+    labels = {}
+    for idx in by_pair.values():
+        keys = sorted({k for i in idx for k in settings[i]})
+        differing = [k for k in keys if len({settings[i].get(k) for i in idx}) > 1
+                     and not any(k == s or k.startswith(s + ".") for s in _STABILIZER_KEYS)]
+        for i in idx:
+            labels[i] = ", ".join(f"{k}={json.loads(settings[i][k]) if k in settings[i] else None}"
+                                  for k in differing)
+    return labels
+
+
+# --- the leaderboard ------------------------------------------------------------------------------------
+def default_direction(metric: str) -> str:
+    """``min`` for distances and error-like scores (fid, kid, fvd, copy rate...), else ``max``."""
+    leaf = metric.split("/")[-1]
+    return "min" if any(leaf.startswith(p) for p in LOWER_IS_BETTER) else "max"
+
+
+@dataclass
+class Leaderboard:
+    """A ranked table of a sweep.
+
+    Attributes:
+        metric: The ranking score (``fid``).
+        direction: ``min`` (lower is better) or ``max``.
+        columns: Further scores shown (mean and std over seeds).
+        rows: One dict per group (model + data + stabilizers + variant), best first within each protocol.
+        unranked: Runs that are not in a mean: failed, running, interrupted, or without the score.
+        protocols: protocol_id -> the evaluation settings it stands for (from ``metrics.json``).
+        source: Where the runs came from.
+    """
+
+    metric: str
+    direction: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    unranked: list[dict[str, Any]]
+    protocols: dict[str, dict[str, Any]]
+    source: str = ""
+
+    # --- exports -------------------------------------------------------------------------------------
+    def flat_columns(self) -> list[str]:
+        """Column names of the CSV / wandb Table."""
+        scores = [f"{c}_{s}" for c in [self.metric, *self.columns] for s in ("mean", "std")]
+        return ["rank", "model", "data", "stabilizers", "variant", "seeds", "failed", *scores,
+                f"{self.metric}_eval_std", "steps", "samples_seen", "eval", "protocol_id"]
+
+    def records(self) -> list[list[Any]]:
+        cols = self.flat_columns()
+        return [[row.get(c) for c in cols] for row in self.rows]
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.flat_columns())
+        for rec in self.records():
+            writer.writerow(["" if v is None else v for v in rec])
+        return buf.getvalue()
+
+    def to_json(self) -> str:
+        return json.dumps({"source": self.source, "metric": self.metric, "direction": self.direction,
+                           "columns": self.columns, "rows": self.rows, "unranked": self.unranked,
+                           "protocols": self.protocols}, indent=2, default=str) + "\n"
+
+    def _display(self) -> tuple[list[str], list[list[str]]]:
+        show_variant = any(r["variant"] for r in self.rows)
+        show_protocol = len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1
+        header = ["#", "model", "data", "stabilizers", *(["variant"] if show_variant else []), "seeds",
+                  f"{self.metric} ({'lower' if self.direction == 'min' else 'higher'} is better)",
+                  *self.columns, "steps", "samples", *(["protocol"] if show_protocol else [])]
+        body = []
+        for r in self.rows:
+            rank = str(r["rank"]) if r["rank"] is not None else "-"
+            cells = [rank, r["model"], r["data"], r["stabilizers"],
+                     *([r["variant"] or "-"] if show_variant else []),
+                     f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else ""),
+                     _pm(r[f"{self.metric}_mean"], r[f"{self.metric}_std"]),
+                     *[_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in self.columns],
+                     _fmt(r["steps"]), _compact(r["samples_seen"]),
+                     *([f"{r['eval']}:{(r['protocol_id'] or '-')[:8]}"] if show_protocol else [])]
+            body.append(cells)
+        return header, body
+
+    def to_markdown(self) -> str:
+        header, body = self._display()
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        out = "\n".join(lines) + "\n"
+        if self.unranked:
+            out += f"\nNot ranked ({len(self.unranked)}):\n\n" + "\n".join(
+                f"- `{u['run']}` ({u['model']}, {u['data']}, seed {u['seed']}): **{u['status']}** "
+                f"{u['reason']}" for u in self.unranked) + "\n"
+        return out
+
+    def to_text(self) -> str:
+        header, body = self._display()
+        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        out = [f"leaderboard of {self.source or 'runs'}: ranked by {self.metric}, mean ± std over seeds"]
+        if len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1:
+            out.append("(several evaluation protocols: ranks are within each protocol only)")
+        out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in body)]
+        if self.unranked:
+            out.append(f"\nnot ranked ({len(self.unranked)}):")
+            out += [f"  {u['status']:<11} {u['model']} {u['data']} seed={u['seed']} step {u['steps']}: "
+                    f"{u['reason']}\n              {u['run']}" for u in self.unranked]
+        return "\n".join(out) + "\n"
+
+    def format(self, fmt: str) -> str:
+        """``table`` (terminal), ``csv``, ``markdown`` or ``json``."""
+        formats = {"table": self.to_text, "csv": self.to_csv, "markdown": self.to_markdown,
+                   "json": self.to_json}
+        if fmt not in formats:
+            raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
+        return formats[fmt]()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+
+
+def _compact(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _reason(run: RunRecord, metric: str) -> str:
+    if run.status == "failed":
+        error = " ".join(str(run.summary.get("error") or "failed (no error recorded)").split())
+        return error if len(error) <= 300 else error[:297] + "..."
+    if run.status != "completed":
+        return f"status {run.status}"
+    return f"no finite {metric} in metrics.json"
+
+
+def group_key(run: RunRecord, variant: str) -> tuple[str, str, str, str]:
+    return run.model, run.data, stabilizer_label(run.stabilizers), variant
+
+
+def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction: str | None = None,
+                      columns: Sequence[str] | None = None, source: str = "") -> Leaderboard:
+    """Group runs (model + data + stabilizers + other differing settings), aggregate seeds, rank.
+
+    Args:
+        runs: From :func:`collect_runs`.
+        metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``).
+        direction: ``min`` or ``max``; ``None``: :func:`default_direction`.
+        columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have.
+        source: Where the runs came from (shown in the title).
+    """
+    metric = metric.removeprefix("val/")
+    direction = direction or default_direction(metric)
+    if direction not in ("min", "max"):
+        raise ValueError(f"direction must be 'min' or 'max', got {direction!r}")
+    variants = _variant_labels(runs)
+    if columns is None:
+        present = {n for r in runs for n in ((r.summary.get("eval") or {}).get("scores") or {})}
+        columns = [c for c in PREFERRED_COLUMNS if c in present and c != metric][:5]
+    columns = [c.removeprefix("val/") for c in columns if c.removeprefix("val/") != metric]
+
+    groups: dict[tuple[str, str, str, str], list[RunRecord]] = {}
+    unranked = []
+    for i, run in enumerate(runs):
+        groups.setdefault(group_key(run, variants[i]), []).append(run)
+    rows = []
+    protocols: dict[str, dict[str, Any]] = {}
+    for (model, data, stab, variant), members in groups.items():
+        scored = [r for r in members if r.status == "completed" and r.score(metric)[0] is not None]
+        for r in members:
+            if r not in scored:
+                unranked.append({"run": str(r.run_dir), "model": r.model, "data": r.data, "seed": r.seed,
+                                 "status": r.status if r.status != "completed" else "no score",
+                                 "steps": r.summary.get("steps"), "reason": _reason(r, metric),
+                                 "stabilizers": stab, "variant": variant})
+        pids = {r.score(metric)[1] for r in scored}
+        for r in scored:
+            protocols.update((r.summary.get("eval") or {}).get("protocols") or {})
+        row: dict[str, Any] = {
+            "rank": None, "model": model, "data": data, "stabilizers": stab, "variant": variant,
+            "seeds": len(scored), "failed": sum(r.status == "failed" for r in members),
+            "seed_list": [r.seed for r in scored], "run_dirs": [str(r.run_dir) for r in scored],
+            "protocol_id": pids.pop() if len(pids) == 1 else ("mixed" if pids else None),
+            "eval": next(((r.summary.get("eval") or {}).get("name") for r in scored), None),
+        }
+        for name in [metric, *columns]:
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(
+                [v for r in scored if (v := r.score(name)[0]) is not None])
+        eval_stds = [s for r in scored
+                     if (s := ((r.summary.get("eval") or {}).get("scores", {}).get(metric) or {}).get("std"))
+                     is not None]
+        row[f"{metric}_eval_std"] = statistics.fmean(eval_stds) if eval_stds else None
+        row["steps"] = _mean_std([s for r in scored if (s := r.summary.get("steps")) is not None])[0]
+        if row["steps"] is not None and float(row["steps"]).is_integer():
+            row["steps"] = int(row["steps"])
+        seen = [r.samples_seen for r in scored if r.samples_seen is not None]
+        row["samples_seen"] = int(statistics.fmean(seen)) if seen else None
+        rows.append(row)
+
+    # rank within each protocol; groups with no score (or mixed protocols) come last, unranked
+    sign = 1.0 if direction == "min" else -1.0
+    rankable = [r for r in rows if r[f"{metric}_mean"] is not None and r["protocol_id"] != "mixed"]
+    by_protocol: dict[Any, list[dict[str, Any]]] = {}
+    for r in rankable:
+        by_protocol.setdefault((r["data"], r["protocol_id"]), []).append(r)
+    ordered = []
+    for key in sorted(by_protocol, key=lambda k: (str(k[0]), str(k[1]))):
+        block = sorted(by_protocol[key],
+                       key=lambda r: (sign * r[f"{metric}_mean"], r["model"], r["stabilizers"], r["variant"]))
+        for i, r in enumerate(block, 1):
+            r["rank"] = i
+        ordered += block
+    ordered += [r for r in rows if r not in rankable]
+    return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source)
+
+
+# --- plot ---------------------------------------------------------------------------------------------
+def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path: str | Path | None = None,
+                           x: str = "step", title: str = ""):
+    """Mean over seeds of ``metric`` against training steps (or samples seen), one line per group, with a
+    band of ±1 std over seeds; one panel per dataset. Returns the matplotlib figure (saved if ``path``).
+
+    Args:
+        runs: From :func:`collect_runs`; runs without an evaluation history are left out.
+        metric: A score of ``eval.history``.
+        path: PNG to write.
+        x: ``step`` (optimizer steps of the main network) or ``samples`` (real samples seen).
+        title: Figure title.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
+
+    if x not in ("step", "samples"):
+        raise ValueError(f"x must be 'step' or 'samples', got {x!r}")
+    metric = metric.removeprefix("val/")
+    variants = _variant_labels(runs)
+    curves: dict[str, dict[tuple, dict[float, list[float]]]] = {}
+    for i, run in enumerate(runs):
+        hist = run.history(metric)
+        if run.status == "failed" or not hist:
+            continue
+        scale = 1.0
+        if x == "samples":
+            if run.samples_seen is None or not run.summary.get("steps"):
+                continue
+            scale = run.samples_seen / run.summary["steps"]  # samples per step
+        per_step = curves.setdefault(run.data, {}).setdefault(group_key(run, variants[i]), {})
+        for step, v in hist:
+            per_step.setdefault(step * scale, []).append(v)
+    panels = sorted(curves) or ["(no evaluation history)"]
+    fig = Figure(figsize=(6 * len(panels), 4.2), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, data in zip(axes[0], panels, strict=True):
+        all_vals = []
+        for key, per_step in sorted(curves.get(data, {}).items()):
+            steps = sorted(per_step)
+            means = [statistics.fmean(per_step[s]) for s in steps]
+            stds = [statistics.stdev(per_step[s]) if len(per_step[s]) > 1 else 0.0 for s in steps]
+            n = max(len(v) for v in per_step.values())
+            model, _, stab, variant = key
+            label = model + (f" [{stab}]" if stab != "none" else "") + (f" {variant}" if variant else "")
+            label += f" (n={n})"
+            (line,) = ax.plot(steps, means, marker="o", ms=3, lw=1.5, label=label)
+            lo = [m - s for m, s in zip(means, stds, strict=True)]
+            hi = [m + s for m, s in zip(means, stds, strict=True)]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            all_vals += means
+        positive = [v for v in all_vals if v > 0]
+        if positive and len(positive) == len(all_vals) and max(positive) / min(positive) > 100:
+            ax.set_yscale("log")  # FIDs of barely trained and trained models differ by decades
+        ax.set_title(data, fontsize=10)
+        ax.set_xlabel("training step" if x == "step" else "real samples seen")
+        ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        if all_vals:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+# --- wandb ------------------------------------------------------------------------------------------------
+def _wandb_settings(runs: Sequence[RunRecord]) -> tuple[str, bool]:
+    """(project, offline) of the sweep's wandb loggers (``gen-bench``, offline when unknown)."""
+    for r in runs:
+        node = (r.config.get("logger") or {}).get("wandb")
+        if isinstance(node, Mapping):
+            return str(node.get("project") or "gen-bench"), bool(node.get("offline", True))
+    return "gen-bench", True
+
+
+def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRecord] = (),
+                 plot: str | Path | None = None, project: str | None = None, mode: str | None = None,
+                 entity: str | None = None) -> str:
+    """Log the leaderboard as a wandb Table (and the unranked runs, and the plot) in a run of its own,
+    in the sweep's project and group (the sweep folder's name), under ``SWEEP_DIR/wandb``.
+
+    Args:
+        board: The leaderboard.
+        sweep_dir: The sweep folder (the group and where an offline run is written).
+        runs: The sweep's runs (the project and the offline setting of their loggers).
+        plot: A PNG to log with it.
+        project: wandb project (default: the runs' ``logger.wandb.project``).
+        mode: ``offline`` or ``online`` (default: offline unless the runs logged online).
+        entity: wandb entity (team or user) for online runs.
+
+    Returns:
+        The wandb run's directory.
+    """
+    import wandb
+
+    sweep_dir = Path(sweep_dir).expanduser().resolve()
+    run_project, offline = _wandb_settings(runs)
+    mode = mode or ("offline" if offline else "online")
+    if mode not in ("offline", "online"):
+        raise ValueError(f"wandb mode must be 'offline' or 'online', got {mode!r}")
+    run = wandb.init(project=project or run_project, entity=entity, group=sweep_dir.name,
+                     job_type="leaderboard", name=f"leaderboard-{sweep_dir.name}", dir=str(sweep_dir),
+                     mode=mode, tags=["leaderboard", board.metric], reinit="finish_previous",
+                     config={"metric": board.metric, "direction": board.direction,
+                             "sweep_dir": str(sweep_dir)})
+    try:
+        payload: dict[str, Any] = {
+            "leaderboard": wandb.Table(columns=board.flat_columns(), data=board.records())}
+        if board.unranked:
+            cols = ["run", "model", "data", "seed", "status", "steps", "reason"]
+            payload["unranked_runs"] = wandb.Table(
+                columns=cols, data=[[str(u[c]) for c in cols] for u in board.unranked])
+        if plot is not None and Path(plot).is_file():
+            payload[f"{board.metric}_over_steps"] = wandb.Image(str(plot))
+        run.log(payload)
+        best = next((r for r in board.rows if r["rank"] == 1), None)
+        if best is not None:
+            run.summary.update({"best/model": best["model"], "best/stabilizers": best["stabilizers"],
+                                f"best/{board.metric}": best[f"{board.metric}_mean"]})
+        run.summary.update({"groups": len(board.rows), "unranked": len(board.unranked)})
+        return str(run.dir).removesuffix("/files")
+    finally:
+        run.finish()
+
+
+def runs_from_wandb(project: str, group: str | None = None, entity: str | None = None,
+                    api: Any = None, metric: str = "fid") -> list[RunRecord]:
+    """:class:`RunRecord` s of a wandb project's training runs (online), for the same leaderboard.
+
+    The summary gives the final scores (``val/<metric>``), the config the groups, the history of
+    ``val/<metric>`` the curve. No protocol ids come back from wandb: rank only runs of one sweep.
+
+    Args:
+        project: wandb project.
+        group: Only this group (a sweep folder's name).
+        entity: wandb entity.
+        api: A ``wandb.Api()`` (made when ``None``).
+        metric: The score whose history is fetched.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    filters = {"group": group} if group else {}
+    records = []
+    for run in api.runs(path, filters=filters):
+        config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+        if config.get("model") is None or run.job_type == "leaderboard":
+            continue
+        summary_src = dict(run.summary)
+        final = {k: v for k, v in summary_src.items() if "/" in k and isinstance(v, (int, float))}
+        key = f"val/{metric.removeprefix('val/')}"
+        history = [{"step": int(h["_step"]), metric: h[key]} for h in run.history(keys=[key], pandas=False)
+                   if h.get(key) is not None]
+        status = summary_src.get("status") or {"finished": "completed", "crashed": "failed",
+                                               "failed": "failed"}.get(run.state, run.state)
+        summary = {"status": status, "model": config.get("model", {}).get("name"),
+                   "data": config.get("data", {}).get("name"), "seed": config.get("seed"),
+                   "steps": summary_src.get("steps"), "final": final, "error": summary_src.get("error"),
+                   "eval": {"history": history}}
+        records.append(RunRecord(Path(run.name), summary, config))
+    return records
+
+
+# --- command ----------------------------------------------------------------------------------------------
+def leaderboard_command(argv: Sequence[str]) -> int:
+    """``gen-bench leaderboard [SWEEP_DIR] [--metric fid] [--format table|csv|markdown|json] [--wandb]``."""
+    parser = argparse.ArgumentParser(
+        prog="gen-bench leaderboard",
+        description="Rank the runs of a sweep folder by a metric (mean ± std over seeds).")
+    parser.add_argument("sweep_dir", nargs="?", help="a sweep folder (default: the newest in runs/sweeps)")
+    parser.add_argument("--metric", default="fid", help="ranking score from metrics.json (default: fid)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--lower-is-better", dest="direction", action="store_const", const="min")
+    order.add_argument("--higher-is-better", dest="direction", action="store_const", const="max")
+    parser.add_argument("--columns", help="comma-separated further scores (default: some of the suite's)")
+    parser.add_argument("--format", default="table", choices=["table", "csv", "markdown", "json"])
+    parser.add_argument("--output", "-o", help="write the table here instead of printing it")
+    parser.add_argument("--plot", help="PNG of the metric over training steps "
+                        "(default: SWEEP_DIR/<metric>_over_steps.png)")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    parser.add_argument("--x", default="step", choices=["step", "samples"], help="the plot's x axis")
+    parser.add_argument("--wandb", action="store_true", help="also log the table as a wandb Table")
+    parser.add_argument("--wandb-project", help="wandb project (default: the runs' logger.wandb.project)")
+    parser.add_argument("--wandb-entity", help="wandb entity for online logging")
+    parser.add_argument("--wandb-mode", choices=["offline", "online"],
+                        help="default: offline unless the runs logged online")
+    args = parser.parse_args(list(argv))
+
+    try:
+        sweep_dir = Path(args.sweep_dir) if args.sweep_dir else latest_sweep()
+        runs = collect_runs(sweep_dir)
+    except FileNotFoundError as e:
+        print(f"gen-bench leaderboard: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"gen-bench leaderboard: no metrics.json below {sweep_dir}", file=sys.stderr)
+        return 1
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
+    board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))
+    text = board.format(args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"[gen-bench] leaderboard ({args.format}) -> {args.output}")
+    else:
+        sys.stdout.write(text)
+    plot = None
+    if not args.no_plot:
+        plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_steps.png"
+        plot_metric_over_steps(runs, board.metric, plot, x=args.x, title=f"{board.metric}: {sweep_dir.name}")
+        print(f"[gen-bench] plot -> {plot}", file=sys.stderr)
+    if args.wandb:
+        where = log_to_wandb(board, sweep_dir, runs, plot, args.wandb_project, args.wandb_mode,
+                             args.wandb_entity)
+        print(f"[gen-bench] wandb leaderboard table -> {where}", file=sys.stderr)
+    return 0

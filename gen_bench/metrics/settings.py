@@ -1,0 +1,299 @@
+"""The evaluation's settings as dataclasses: the schema of ``conf/eval/*.yaml``.
+
+Built from the Hydra config with :func:`from_mapping`, which rejects unknown keys with the valid
+ones listed, so a typo (``eval.kid.subset=50``) fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics")
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields.
+
+    Args:
+        cls: The dataclass.
+        values: Field values (a dict or an OmegaConf node); missing fields keep their defaults.
+        where: The config path, for error messages (``eval.kid``).
+
+    Raises:
+        ValueError: On a key that is not a field of ``cls``.
+    """
+    if values is None:
+        return cls()
+    if hasattr(values, "_metadata"):  # an OmegaConf node: resolve interpolations
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(values, resolve=True)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; valid: "
+                         f"{', '.join(sorted(names))}")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            value = from_mapping(kind, value, f"{where}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class ReferenceSettings:
+    """Which real data the generated samples are compared with.
+
+    Attributes:
+        split: ``train`` or ``heldout``.
+        num_samples: Real samples used (a seeded random subset); ``None``: the whole split.
+        subset_seed: Seed of that subset.
+    """
+
+    split: str = "train"
+    num_samples: int | None = None
+    subset_seed: int = 0
+
+
+@dataclass
+class KIDSettings:
+    subsets: int = 100
+    subset_size: int = 1000
+    degree: int = 3
+
+
+@dataclass
+class ISSettings:
+    splits: int = 10
+
+
+@dataclass
+class MiFIDSettings:
+    cosine_eps: float = 0.1
+
+
+@dataclass
+class PRDCSettings:
+    """k = 3 for precision / recall (Kynkaanniemi et al.), 5 for density / coverage (Naeem et al.).
+
+    Attributes:
+        max_samples: Generated samples used (the first ones drawn).
+        num_reference: Real features used (a seeded random subset of the reference).
+    """
+
+    k_pr: int = 3
+    k_dc: int = 5
+    max_samples: int | None = 2500
+    num_reference: int | None = 2500
+
+
+@dataclass
+class MemorizationSettings:
+    """Attributes:
+    space: ``pixels`` (the samples themselves) or ``features`` (the extractor's).
+    ratio_threshold: A copy when d1 <= ratio_threshold * d2.
+    max_samples: Generated samples used (the first ones drawn).
+    max_train: Training samples compared with (a seeded subset; ``None``: all).
+    ct_cells: k-means cells of the C_T test (0: no C_T).
+    ct_min_samples: Generated samples a cell needs to enter C_T.
+    grid_pairs: Sample / nearest-training pairs in the grid (0: no grid).
+    """
+
+    space: str = "pixels"
+    ratio_threshold: float = 1 / 3
+    max_samples: int | None = 2500
+    max_train: int | None = None
+    ct_cells: int = 10
+    ct_min_samples: int = 20
+    grid_pairs: int = 16
+
+
+@dataclass
+class ModeSettings:
+    num_samples: int | None = 2500
+    std_threshold: float = 3.0
+
+
+@dataclass
+class ClassifierOptions:
+    """The dataset classifier (extractor ``classifier``): a small CNN trained once and cached.
+
+    Attributes:
+        steps: Optimizer steps.
+        batch_size: Training batch size.
+        lr: Adam learning rate (decayed linearly to 0).
+        width: Channels of the first conv layer (then 2x, 4x = the feature dimension).
+        seed: Seed of initialisation, batches and augmentation.
+        max_shift: Random translation of training images, as a fraction of their size.
+    """
+
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    width: int = 32
+    seed: int = 0
+    max_shift: float = 0.1
+
+
+@dataclass
+class RandomOptions:
+    """The seeded random conv net (extractor ``random``)."""
+
+    width: int = 32
+    seed: int = 0
+
+
+@dataclass
+class InceptionOptions:
+    """How the FID Inception-v3 runs (its weights file: ``eval.inception_weights``, ``eval.assets_dir``).
+
+    Attributes:
+        download: Download to torch's hub cache when no file is found (off: never touch the network).
+        max_batch: Images per forward pass.
+    """
+
+    download: bool = False
+    max_batch: int = 64
+
+
+@dataclass
+class Trained3DOptions:
+    """The self-supervised 3-D CNN (video extractor ``trained3d``), trained once per dataset and cached.
+
+    Attributes:
+        steps: Optimizer steps.
+        batch_size: Clips per step.
+        lr: Adam learning rate (decayed linearly to 0).
+        width: Channels of the first conv layer (8x that: the feature dimension).
+        seed: Seed of initialisation, batches and corruptions.
+    """
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    width: int = 16
+    seed: int = 0
+
+
+@dataclass
+class Random3DOptions:
+    """The seeded random 3-D CNN (video extractor ``random3d``)."""
+
+    width: int = 16
+    seed: int = 0
+
+
+@dataclass
+class PhysicsOptions:
+    """The physics check of ``bouncing_balls`` clips (metric ``physics``).
+
+    Attributes:
+        threshold: Intensity above which a pixel belongs to a ball's core (cores of touching balls
+            stay apart above ~0.8 on real clips).
+        num_reference: Real clips measured (a seeded subset of the reference split; ``None``: all).
+    """
+
+    threshold: float = 0.8
+    num_reference: int | None = 1000
+
+
+@dataclass
+class VideoSettings:
+    """Video metrics (``fvd``, ``physics``; see ``gen_bench.metrics.video``). Frame FID is ``fid``.
+
+    Attributes:
+        extractor: FVD's video extractor: ``auto`` (``i3d`` when its weights are found, else
+            ``trained3d``), ``i3d``, ``trained3d`` or ``random3d``.
+        i3d_weights: A local ``i3d_torchscript.pt`` (else looked for in ``assets_dir``).
+        i3d_min_frames: Shorter clips are edge-padded to this many frames for I3D.
+        max_batch: Clips per extractor forward pass.
+    """
+
+    extractor: str = "auto"
+    i3d_weights: str | None = None
+    i3d_min_frames: int = 9
+    max_batch: int = 64
+    trained3d: Trained3DOptions = field(default_factory=Trained3DOptions)
+    random3d: Random3DOptions = field(default_factory=Random3DOptions)
+    physics: PhysicsOptions = field(default_factory=PhysicsOptions)
+
+
+@dataclass
+class EvalSettings:
+    """Everything ``eval=`` configures.
+
+    Attributes:
+        name: Preset name (recorded; names output folders).
+        enabled: Evaluate at all during training.
+        every_n_steps: Evaluate every N optimizer steps during training (0: only at the end).
+        at_end: Evaluate when training ends.
+        num_samples: Generated samples per draw.
+        batch_size: Samples generated per ``model.sample`` call (and extracted per chunk).
+        seed: Evaluation seed (draw i uses seed + i).
+        seeds: Independent draws; scores are reported as mean and std over them.
+        extractor: ``auto`` or a registered extractor name.
+        metrics: Metric families to compute (see ``METRIC_NAMES``).
+        cache_dir: Where reference statistics and trained classifiers are cached.
+        inception_weights: A local Inception-v3 weights file (torch-fidelity's
+            ``weights-inception-2015-12-05-6726825d.pth``).
+        assets_dir: A folder written by ``gen-bench assets fetch`` (searched for that file).
+    """
+
+    name: str = "default"
+    enabled: bool = True
+    every_n_steps: int = 1000
+    at_end: bool = True
+    num_samples: int = 2500
+    batch_size: int = 500
+    seed: int = 12345
+    seeds: int = 1
+    extractor: str = "auto"
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+    cache_dir: str = "~/.cache/gen-bench"
+    inception_weights: str | None = None
+    assets_dir: str | None = None
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)
+    kid: KIDSettings = field(default_factory=KIDSettings)
+    inception_score: ISSettings = field(default_factory=ISSettings)
+    mifid: MiFIDSettings = field(default_factory=MiFIDSettings)
+    prdc: PRDCSettings = field(default_factory=PRDCSettings)
+    memorization: MemorizationSettings = field(default_factory=MemorizationSettings)
+    modes: ModeSettings = field(default_factory=ModeSettings)
+    classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
+    random: RandomOptions = field(default_factory=RandomOptions)
+    inception: InceptionOptions = field(default_factory=InceptionOptions)
+    video: VideoSettings = field(default_factory=VideoSettings)
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # sections given as mappings: EvalSettings(kid={"subsets": 10})
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, Mapping):
+                setattr(self, f.name, from_mapping(hints[f.name], value, f"eval.{f.name}"))
+        unknown = [m for m in self.metrics if m not in METRIC_NAMES]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown} in eval.metrics; valid: {', '.join(METRIC_NAMES)}")
+        if self.num_samples < 2:
+            raise ValueError(f"eval.num_samples must be >= 2, got {self.num_samples}")
+        if self.batch_size < 1 or self.seeds < 1:
+            raise ValueError("eval.batch_size and eval.seeds must be >= 1")
+        if self.reference.split not in ("train", "heldout"):
+            raise ValueError(f"eval.reference.split must be 'train' or 'heldout', "
+                             f"got {self.reference.split!r}")
+        if self.memorization.space not in ("pixels", "features"):
+            raise ValueError(f"eval.memorization.space must be 'pixels' or 'features', "
+                             f"got {self.memorization.space!r}")
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(self.cache_dir)))

@@ -1,0 +1,213 @@
+"""DDPM: networks (UNet, MLP denoiser), the objective, sampling at sampling time, configs, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gen_bench.data.spec import DataSpec
+from gen_bench.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion
+from gen_bench.models import build_model
+from gen_bench.models.ddpm import DDPM, default_toy_scale
+from gen_bench.models.nets import MLPDenoiser, UNet
+from gen_bench.models.nets.unet import AttnBlock, timestep_embedding
+from gen_bench.train import run_training
+
+from conftest import QUIET, compose_train
+
+# Training runs here check models, not the evaluation suite (tests/test_evaluation.py does).
+FAST = [*QUIET, "eval.enabled=false"]
+
+TOY = DataSpec(kind="toy2d", shape=(2,))
+RING = DataSpec(kind="toy2d", shape=(2,), mode_centers=((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)),
+                mode_std=0.01)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_timestep_embedding_is_the_sinusoidal_closed_form():
+    t = torch.tensor([0, 3, 999])
+    emb = timestep_embedding(t, 8)  # half = 4 frequencies 10000^(-i/3)
+    for row, tv in zip(emb, t.tolist(), strict=True):
+        for i in range(4):
+            w = 10_000 ** (-i / 3)
+            assert row[i].item() == pytest.approx(math.sin(tv * w), abs=1e-4)
+            assert row[4 + i].item() == pytest.approx(math.cos(tv * w), abs=1e-4)
+
+
+@pytest.mark.parametrize("size,channels,mult", [(8, 1, (1, 2)), (16, 3, (1, 2, 2)), (32, 1, (1, 2, 2))])
+def test_unet_maps_images_to_same_shape_eps_and_depends_on_t(size, channels, mult):
+    torch.manual_seed(0)
+    spec = DataSpec(kind="image", shape=(channels, size, size))
+    net = UNet(spec, ch=8, ch_mult=mult, num_res_blocks=1, attn_resolutions=(size // 2,), norm_groups=4)
+    x = torch.randn(3, channels, size, size)
+    t = torch.tensor([0, 10, 500])
+    out = net(x, t)
+    assert out.shape == x.shape
+    assert torch.all(out == 0)  # the output conv starts at zero (init_scale=0 in Ho et al.)
+    with torch.no_grad():  # so do the last conv of every block: move every zero-initialised weight
+        for p in net.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(std=0.1)
+    a, b = net(x, t), net(x, t.flip(0))
+    assert not torch.allclose(a, b)  # the timestep reaches the output
+
+
+def test_unet_attention_sits_at_the_configured_resolution_and_dropout_is_configurable():
+    spec = DataSpec(kind="image", shape=(1, 32, 32))
+    count = lambda **kw: sum(isinstance(m, AttnBlock) for m in UNet(spec, ch=8, **kw).modules())  # noqa: E731
+    # (1, 2, 2) on 32 px: levels at 32, 16, 8. Down: 2 blocks per level, up: 3, plus the middle.
+    assert count(attn_resolutions=()) == 1
+    assert count(attn_resolutions=(8,)) == 1 + 2 + 3
+    assert count(attn_resolutions=(16, 8)) == 1 + 2 * (2 + 3)
+    drops = {m.p for m in UNet(spec, ch=8, dropout=0.3).modules() if isinstance(m, torch.nn.Dropout)}
+    assert drops == {0.3}
+    with pytest.raises(ValueError, match="divisible by 8"):
+        UNet(DataSpec(kind="image", shape=(1, 12, 12)), ch_mult=(1, 2, 2, 2))
+
+
+def test_default_unet_is_cpu_sized_and_unet_cifar_is_ho_et_als_35_7m_model(tmp_path):
+    default = build_model(compose_train(["model=ddpm", "data=digits"], tmp_path).model,
+                          DataSpec(kind="image", shape=(1, 32, 32)))
+    assert 0.9e6 <= n_params(default.denoiser) <= 2e6
+    cfg = compose_train(["model=ddpm_cifar", "data=cifar10"], tmp_path)
+    model = build_model(cfg.model, DataSpec(kind="image", shape=(3, 32, 32)))
+    n = n_params(model.denoiser)
+    print(f"unet_cifar parameters: {n:,}")
+    assert abs(n - 35.7e6) <= 0.1e6
+    assert cfg.model.ema.decay == 0.9999 and cfg.model.warmup_steps == 5000
+    assert {m.p for m in model.denoiser.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
+def test_defaults_follow_ho_et_al(tmp_path):
+    cfg = compose_train(["model=ddpm"], tmp_path)
+    model = build_model(cfg.model, DataSpec(kind="image", shape=(1, 16, 16)))
+    d = model.diffusion
+    assert d.num_timesteps == 1000 and d.schedule == "linear"
+    assert d.betas[0].item() == pytest.approx(1e-4) and d.betas[-1].item() == pytest.approx(0.02)
+    assert isinstance(model.bind_sampler(), DDPMSampler)  # ancestral by default
+    assert model.grad_clip == 1.0
+    lr = lambda m: m.configure_optimizers()["optimizer"].defaults["lr"]  # noqa: E731
+    assert lr(model) == 2e-4 and lr(build_model(cfg.model, TOY)) == 1e-3  # the MLP on 2-D data: 1e-3
+    assert cfg.model.ema.decay == 0.999 and cfg.model.ema.warmup > 0
+    cosine = build_model(compose_train(["model=ddpm", "model.diffusion.schedule=cosine"], tmp_path).model,
+                         DataSpec(kind="image", shape=(1, 16, 16)))
+    assert cosine.diffusion.schedule == "cosine"
+    ddim = compose_train(["model=ddpm", "sampler@model.sampler=ddim", "model.sampler.steps=20"], tmp_path)
+    sampler = build_model(ddim.model, TOY).bind_sampler()
+    assert isinstance(sampler, DDIMSampler) and sampler.steps == 20
+
+
+def _toy_ddpm(spec: DataSpec = RING, timesteps: int = 10) -> DDPM:
+    torch.manual_seed(0)
+    return DDPM(spec, MLPDenoiser(spec, hidden=16, depth=2), GaussianDiffusion(timesteps),
+                lambda p: torch.optim.Adam(p, lr=1e-3), progress=False)
+
+
+def test_toy_data_are_scaled_to_unit_variance_in_model_space():
+    assert default_toy_scale(RING) == pytest.approx(math.sqrt(0.5 + 0.01**2))
+    grid = DataSpec(kind="toy2d", shape=(2,), mode_centers=tuple((a, b) for a in (-4, -2, 0, 2, 4)
+                                                                 for b in (-4, -2, 0, 2, 4)), mode_std=0.05)
+    assert default_toy_scale(grid) == pytest.approx(math.sqrt(8 + 0.05**2))
+    assert default_toy_scale(TOY) == 1.0
+    model = _toy_ddpm()
+    x = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    assert torch.allclose(model.to_model_space(x) * model.toy_scale, x)
+    assert torch.allclose(model.to_data_space(model.to_model_space(x)), x)
+    img = DDPM(DataSpec(kind="image", shape=(1, 8, 8)), UNet(DataSpec(kind="image", shape=(1, 8, 8)), ch=8,
+               ch_mult=(1,), attn_resolutions=()), GaussianDiffusion(5), torch.optim.Adam)
+    assert img.to_model_space(torch.ones(1, 1, 8, 8)).max() == 1.0  # images: [0, 1] -> [-1, 1]
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_training_loss_is_the_process_loss_in_model_space():
+    model = _toy_ddpm()
+    x = torch.randn(16, 2)
+    torch.manual_seed(3)
+    got = model.training_step((x, torch.zeros(16)), 0)
+    torch.manual_seed(3)
+    expected = model.diffusion.loss(model.denoiser, x / model.toy_scale)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sample_contract_and_sampler_choice_at_sampling_time(capfd):
+    model = _toy_ddpm()
+    rng = torch.get_rng_state()
+    a = model.sample(5, generator=torch.Generator().manual_seed(1))
+    b = model.sample(5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.get_rng_state(), rng)  # every draw came from the generator
+    assert torch.equal(a, b) and a.shape == (5, 2) and model.training
+    ddim = model.sample(5, generator=torch.Generator().manual_seed(1),
+                        sampler=lambda d, **kw: DDIMSampler(d, steps=2, **kw))
+    assert not torch.allclose(a, ddim)
+    model.sampler = lambda d, **kw: DDIMSampler(d, steps=2, **kw)  # or switch the model's own sampler
+    assert torch.equal(model.sample(5, generator=torch.Generator().manual_seed(1)), ddim)
+    # larger requests are cut into batches without changing the noise stream's use
+    model.sample_batch_size = 2
+    assert model.sample(5, generator=torch.Generator().manual_seed(1)).shape == (5, 2)
+
+    spec = DataSpec(kind="image", shape=(1, 8, 8))
+    img = DDPM(spec, UNet(spec, ch=8, ch_mult=(1,), attn_resolutions=(), norm_groups=4), GaussianDiffusion(4),
+               torch.optim.Adam, progress=True)
+    torch.nn.init.normal_(img.denoiser.conv_out.weight, std=1.0)
+    x = img.sample(3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
+    assert "sampling (ddpm)" in capfd.readouterr().err  # the progress bar
+
+
+def test_gradient_clipping_and_lr_warmup_are_configured():
+    model = _toy_ddpm()
+    model.warmup_steps, model.grad_clip = 4, 0.5
+    conf = model.configure_optimizers()
+    sched = conf["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        conf["optimizer"].step()
+        sched.step()
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+DDPM_TOY = ["data=ring8", "model=ddpm", "data.batch_size=32", "model.nets.toy2d.denoiser.hidden=16",
+            "model.diffusion.num_timesteps=10", "model.warmup_steps=2", "callbacks.sample_grid.num_points=64",
+            "callbacks.sample_grid.every_n_steps=0", "callbacks.checkpoint.every_n_train_steps=1",
+            "callbacks.checkpoint.save_top_k=-1", *FAST]
+
+
+def _ckpt(run_dir, name="last.ckpt"):
+    return torch.load(run_dir / "checkpoints" / name, weights_only=False, map_location="cpu")
+
+
+def test_resume_mid_run_ends_bit_identical_including_ema_and_lr_schedule(tmp_path):
+    full = tmp_path / "full"
+    run_training(compose_train([*DDPM_TOY, "trainer.max_steps=5"], full))
+    resumed = tmp_path / "resumed"
+    run_training(compose_train([*DDPM_TOY, "trainer.max_steps=5",
+                                f"resume={full / 'checkpoints' / 'step0000002.ckpt'}"], resumed))
+    a, b = _ckpt(full), _ckpt(resumed)
+    assert a["global_step"] == b["global_step"] == 5
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == 5
+    for k, v in a["ema"]["state_dict"].items():
+        assert torch.equal(v, b["ema"]["state_dict"][k]), k
+    ema, live = a["ema"]["state_dict"], a["state_dict"]
+    assert not all(torch.equal(v, live[f"denoiser.{k}"]) for k, v in ema.items())  # the EMA lags
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for pid, sa in oa["state"].items():
+            for name, va in sa.items():
+                assert torch.equal(torch.as_tensor(va), torch.as_tensor(ob["state"][pid][name])), name
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def test_ddpm_trains_on_digits_with_the_unet(tmp_path):
+    cfg = compose_train(["model=ddpm", "data=digits", "data.image_size=16", "data.batch_size=8",
+                         "model.nets.image.denoiser.ch=8", "model.diffusion.num_timesteps=4",
+                         "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4", *FAST], tmp_path)
+    summary = run_training(cfg)
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert "train/loss" in summary["final"] and (tmp_path / "samples" / "final.png").is_file()

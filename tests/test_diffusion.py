@@ -1,0 +1,258 @@
+"""The diffusion process and samplers against closed forms and an independent implementation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gen_bench.data.spec import DataSpec
+from gen_bench.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    GaussianDiffusion,
+    cosine_beta_schedule,
+    linear_beta_schedule,
+    sample_loop,
+)
+from gen_bench.models.nets import MLPDenoiser
+
+TOY = DataSpec(kind="toy2d", shape=(2,))
+
+
+def test_linear_schedule_is_ho_et_al():
+    betas = linear_beta_schedule(1000)
+    assert betas.shape == (1000,) and betas.dtype == torch.float64
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    assert torch.allclose(betas.diff(), torch.full((999,), (0.02 - 1e-4) / 999, dtype=torch.float64))
+    d = GaussianDiffusion()
+    # alpha-bar_T = prod(1 - beta_t): about 4e-5, so x_T is almost pure noise (sec. 4 of DDPM)
+    expected = np.prod(1 - np.linspace(1e-4, 0.02, 1000))
+    assert d.alphas_cumprod[-1].item() == pytest.approx(expected, rel=1e-4)
+    assert 3e-5 < expected < 5e-5
+
+
+def test_cosine_schedule_follows_nichol_and_dhariwal():
+    T, s = 1000, 0.008
+    d = GaussianDiffusion(T, schedule="cosine", cosine_s=s)
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # eq. 17
+    for t in (0, 10, 250, 500, 900):  # 0-indexed t is step t + 1
+        assert d.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-4)
+    assert cosine_beta_schedule(T).max().item() == pytest.approx(0.999)  # clipped at the end
+    with pytest.raises(ValueError, match="valid: 'linear', 'cosine'"):
+        GaussianDiffusion(10, schedule="quadratic")
+
+
+def test_q_sample_has_the_closed_form_marginals():
+    d = GaussianDiffusion(1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([1.5, -0.7, 0.2])
+    n = 200_000
+    for t in (0, 100, 500, 999):
+        tt = torch.full((n,), t)
+        xt = d.q_sample(x0.expand(n, 3), tt, torch.randn(n, 3, generator=g, dtype=torch.float32))
+        ab = float(np.prod(1 - np.linspace(1e-4, 0.02, 1000)[: t + 1]))
+        mean, var = math.sqrt(ab) * x0, 1 - ab
+        se = math.sqrt(var / n)
+        assert torch.allclose(xt.mean(0), mean, atol=5 * se)
+        assert torch.allclose(xt.var(0), torch.full((3,), var), rtol=0.02)
+        m, v = d.q_mean_variance(x0[None], torch.tensor([t]))
+        assert torch.allclose(m[0], mean, rtol=1e-5) and v[0, 0].item() == pytest.approx(var, rel=1e-4)
+
+
+def test_q_sample_equals_the_chain_of_one_step_kernels():
+    """q(x_t | x_0) must be what t applications of q(x_s | x_{s-1}) = N(sqrt(1-beta_s) x, beta_s) give."""
+    d = GaussianDiffusion(50, beta_start=1e-3, beta_end=0.2)
+    g = torch.Generator().manual_seed(1)
+    n, x0 = 100_000, torch.tensor([2.0, -1.0])
+    x = x0.expand(n, 2).double()
+    for s in range(30):
+        beta = d.betas[s].double()
+        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    mean, var = d.q_mean_variance(x0[None], torch.tensor([29]))
+    assert torch.allclose(x.mean(0).float(), mean[0], atol=4 * math.sqrt(var[0, 0] / n))
+    assert torch.allclose(x.var(0).float(), var[0], rtol=0.02)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_posterior_matches_gaussian_conjugacy(schedule):
+    """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0): precision and mean by Bayes' rule."""
+    d = GaussianDiffusion(1000, schedule=schedule)
+    betas = d.betas.double()
+    ab = torch.cumprod(1 - betas, 0)
+    g = torch.Generator().manual_seed(2)
+    x0, xt = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    t = torch.tensor([1, 10, 500, 999])
+    mean, var = d.q_posterior_mean_variance(x0, xt, t)
+    ab_prev, alpha, beta = ab[t - 1][:, None], (1 - betas[t])[:, None], betas[t][:, None]
+    precision = 1 / (1 - ab_prev) + alpha / beta
+    ref_var = 1 / precision
+    ref_mean = ref_var * (ab_prev.sqrt() * x0.double() / (1 - ab_prev) + alpha.sqrt() * xt.double() / beta)
+    assert torch.allclose(var.double(), ref_var.expand(4, 3), rtol=1e-4)
+    assert torch.allclose(mean.double(), ref_mean, rtol=1e-4, atol=1e-5)
+    # at the first step the posterior is a point mass at x_0
+    m0, v0 = d.q_posterior_mean_variance(x0, xt, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(m0, x0, atol=1e-6) and torch.all(v0 == 0)
+
+
+def test_x0_and_eps_predictions_invert_q_sample():
+    d = GaussianDiffusion(100)
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    t = torch.tensor([0, 5, 50, 90, 99])
+    xt = d.q_sample(x0, t, eps)
+    assert torch.allclose(d.predict_x0_from_eps(xt, t, eps), x0, atol=1e-4)
+    assert torch.allclose(d.predict_eps_from_x0(xt, t, x0), eps, atol=1e-3)
+
+
+def test_loss_is_the_eps_mse_and_uses_only_its_generator():
+    d = GaussianDiffusion(100)
+    net = MLPDenoiser(TOY, hidden=16, depth=1)
+    g = torch.Generator().manual_seed(4)
+    x0, t, noise = torch.randn(8, 2, generator=g), torch.randint(100, (8,), generator=g), torch.randn(8, 2)
+    xt = d.sqrt_alphas_cumprod[t, None] * x0 + d.sqrt_one_minus_alphas_cumprod[t, None] * noise
+    expected = ((net(xt, t) - noise) ** 2).mean()
+    assert d.loss(net, x0, t, noise).item() == pytest.approx(expected.item(), rel=1e-6)
+    state = torch.get_rng_state()
+    a = d.loss(net, x0, generator=torch.Generator().manual_seed(9))
+    b = d.loss(net, x0, generator=torch.Generator().manual_seed(9))
+    assert a == b and torch.equal(torch.get_rng_state(), state)
+
+
+def _net(seed: int = 0) -> MLPDenoiser:
+    torch.manual_seed(seed)
+    return MLPDenoiser(TOY, hidden=16, depth=2).eval()
+
+
+def test_ddim_with_eta_zero_is_deterministic_given_x_T():
+    d, net = GaussianDiffusion(20), _net()
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    run = lambda sampler, seed: sample_loop(net, sampler, x_T, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        a, b = run(DDIMSampler(d, steps=5, eta=0.0), 1), run(DDIMSampler(d, steps=5, eta=0.0), 2)
+        c, e = run(DDIMSampler(d, steps=5, eta=1.0), 1), run(DDIMSampler(d, steps=5, eta=1.0), 2)
+    assert torch.equal(a, b)
+    assert not torch.allclose(c, e)  # with eta > 0 the generator matters
+
+
+def test_ddim_timesteps_span_the_process():
+    d = GaussianDiffusion(1000)
+    pairs = DDIMSampler(d, steps=5).timesteps()
+    assert [t for t, _ in pairs] == [999, 749, 500, 250, 0] and pairs[-1][1] == -1
+    assert all(tp == pairs[i + 1][0] for i, (_, tp) in enumerate(pairs[:-1]))
+    assert DDIMSampler(d, steps=1000).timesteps() == DDPMSampler(d).timesteps()
+    with pytest.raises(ValueError, match="steps must be in"):
+        DDIMSampler(d, steps=1001)
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_ddim_with_all_steps_and_eta_one_is_the_ddpm_posterior_step(clip):
+    d, net = GaussianDiffusion(30), _net(1)
+    ddim = DDIMSampler(d, steps=30, eta=1.0, clip_x0=clip)
+    ddpm = DDPMSampler(d, variance="posterior", clip_x0=clip)
+    g = torch.Generator().manual_seed(5)
+    x = 2 * torch.randn(16, 2, generator=g)  # some predictions fall outside [-1, 1]: clipping matters
+    with torch.no_grad():
+        for t in (29, 15, 1, 0):
+            eps = net(x, torch.full((16,), t))
+            a = ddim.step(eps, t, t - 1, x, torch.Generator().manual_seed(t))
+            b = ddpm.step(eps, t, t - 1, x, torch.Generator().manual_seed(t))
+            assert torch.allclose(a, b, atol=1e-5), t
+        x_T = torch.randn(16, 2, generator=g)
+        a = sample_loop(net, ddim, x_T, torch.Generator().manual_seed(6))
+        b = sample_loop(net, ddpm, x_T, torch.Generator().manual_seed(6))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_ddpm_sampler_rejects_skipped_steps():
+    with pytest.raises(ValueError, match="one timestep at a time"):
+        DDPMSampler(GaussianDiffusion(10)).step(torch.zeros(1, 2), 5, 2, torch.zeros(1, 2))
+
+
+def _gaussian_data_denoiser(d: GaussianDiffusion, mu: torch.Tensor, s: torch.Tensor):
+    """For x_0 ~ N(mu, diag(s^2)) the optimal eps-prediction is known in closed form:
+    E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
+
+    def eps(x, t):
+        ab = d.alphas_cumprod[t].double()[:, None]
+        return ((1 - ab).sqrt() * (x.double() - ab.sqrt() * mu) / (ab * s**2 + 1 - ab)).float()
+
+    return eps
+
+
+@pytest.mark.parametrize("steps", [1, 5, 50])
+def test_ddim_eta_zero_with_the_exact_denoiser_is_the_closed_form_affine_map(steps):
+    """With the exact denoiser of Gaussian data, one DDIM step (eta = 0) is affine:
+    x_prev - sqrt(a_p) mu = k (sqrt(a_p a) s^2 + sqrt((1 - a_p)(1 - a))) (x_t - sqrt(a) mu),
+    k = 1 / (a s^2 + 1 - a), so x_0 = mu + prod(factors) (x_T - sqrt(a_T) mu), sample by sample."""
+    d = GaussianDiffusion(1000)
+    mu, s = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 0.8], dtype=torch.float64)
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    sampler = DDIMSampler(d, steps=steps, eta=0.0)
+    factor = torch.ones(2, dtype=torch.float64)
+    for t, tp in sampler.timesteps():
+        a, a_p = ab[t], (ab[tp] if tp >= 0 else torch.tensor(1.0, dtype=torch.float64))
+        factor = factor * ((a_p * a).sqrt() * s**2 + ((1 - a_p) * (1 - a)).sqrt()) / (a * s**2 + 1 - a)
+    x_T = torch.randn(100, 2, generator=torch.Generator().manual_seed(8))
+    got = sample_loop(_gaussian_data_denoiser(d, mu, s), sampler, x_T)
+    expected = mu + factor * (x_T.double() - ab[-1].sqrt() * mu)
+    assert torch.allclose(got.double(), expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+def test_ancestral_sampling_with_the_exact_denoiser_recovers_gaussian_data(variance):
+    d = GaussianDiffusion(1000)
+    mu, s = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 0.8], dtype=torch.float64)
+    g = torch.Generator().manual_seed(7)
+    x = sample_loop(_gaussian_data_denoiser(d, mu, s), DDPMSampler(d, variance=variance),
+                    torch.randn(10_000, 2, generator=g), g).double()
+    assert torch.allclose(x.mean(0), mu, atol=0.02)
+    assert torch.allclose(x.std(0), s, rtol=0.03)
+
+
+def _reference_sampling(net, T: int, method: str, steps: int, eta: float, n: int, seed: int) -> np.ndarray:
+    """Algorithm 2 of DDPM / eq. 12 of DDIM written out in float64 numpy from the papers, drawing the
+    noise in the same order as gen-bench (x_T, then one draw per noisy step)."""
+    g = torch.Generator().manual_seed(seed)
+    betas = np.linspace(1e-4, 0.02, T)
+    alphas = 1 - betas
+    ab = np.cumprod(alphas)
+    x = torch.randn(n, 2, generator=g).double().numpy()
+    eps_of = lambda x, t: net(torch.from_numpy(x).float(), torch.full((n,), t)).double().numpy()
+    if method == "ddpm":
+        for t in reversed(range(T)):
+            z = torch.randn(n, 2, generator=g).double().numpy() if t > 0 else 0
+            mean = (x - betas[t] / np.sqrt(1 - ab[t]) * eps_of(x, t)) / np.sqrt(alphas[t])  # eq. 11
+            x = mean + np.sqrt(betas[t]) * z
+        return x
+    ts = sorted({round(v) for v in np.linspace(0, T - 1, steps)}, reverse=True)
+    for t, tp in zip(ts, [*ts[1:], -1], strict=True):
+        a, a_prev = ab[t], (ab[tp] if tp >= 0 else 1.0)
+        eps = eps_of(x, t)
+        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        sigma = eta * np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        z = torch.randn(n, 2, generator=g).double().numpy() if eta > 0 and tp >= 0 else 0
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sigma**2) * eps + sigma * z
+    return x
+
+
+# Seeded golden numbers: MLPDenoiser(hidden=16, depth=2) initialised under torch.manual_seed(0),
+# T = 10, three samples from torch.Generator().manual_seed(0).
+GOLDEN = {
+    ("ddpm", 10, 0.0): [[1.647194, -0.284739], [-2.630801, 0.591803], [-1.169261, -1.071717]],
+    ("ddim", 4, 0.5): [[1.652652, -0.126896], [-2.320365, 0.628670], [-1.145054, -1.381474]],
+}
+
+
+@pytest.mark.parametrize("method,steps,eta", list(GOLDEN))
+def test_seeded_golden_numbers_and_independent_implementation(method, steps, eta):
+    d, net = GaussianDiffusion(10), _net(0)
+    sampler = DDPMSampler(d, variance="beta") if method == "ddpm" else DDIMSampler(d, steps=steps, eta=eta)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        got = sample_loop(net, sampler, torch.randn(3, 2, generator=g), g)
+        ref = _reference_sampling(net, 10, method, steps, eta, 3, seed=0)
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.numpy(), np.array(GOLDEN[method, steps, eta]), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,214 @@
+"""The evaluator end to end: models that copy, collapse or generalise; protocol records; seeds; the
+global RNG; evaluation during training; ``gen-bench eval``."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from gen_bench.config import config_dir
+from gen_bench.data import GenerativeDataModule
+from gen_bench.data.toy import GaussianMixture2D
+from gen_bench.eval import eval_command
+from gen_bench.evaluation import Evaluator, settings_from
+from gen_bench.io import read_json
+from gen_bench.metrics.settings import EvalSettings
+from gen_bench.models.base import GenerativeModule
+from gen_bench.train import run_training
+
+from conftest import QUIET, TINY_IMAGE, compose_train, run_cli
+
+
+class BankModel(GenerativeModule):
+    """Draws images from a fixed bank (plus Gaussian noise), indices and noise from the generator."""
+
+    def __init__(self, spec, bank: torch.Tensor, noise: float = 0.0) -> None:
+        super().__init__(spec)
+        self.bank, self.noise = bank, noise
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.bank[torch.randint(self.bank.shape[0], (n,), generator=generator)]
+        if self.noise:
+            x = x + self.noise * torch.randn(x.shape, generator=generator)
+        return x.clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def eval_cache(tmp_path_factory):
+    """One cache for the test session: the digits classifier is trained once."""
+    return tmp_path_factory.getbasetemp() / "eval-cache"
+
+
+@pytest.fixture(scope="module")
+def fast(eval_cache, tmp_path_factory) -> EvalSettings:
+    cfg = compose_train(["eval=fast", f"eval.cache_dir={eval_cache}"], tmp_path_factory.mktemp("cfg"))
+    return settings_from(cfg.eval)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return instantiate(compose_train(["data.image_size=16"], tmp_path_factory.mktemp("run")).data)
+
+
+@pytest.fixture(scope="module")
+def evaluator(fast, digits, tmp_path_factory):
+    return Evaluator(fast, digits, out_dir=tmp_path_factory.mktemp("eval"))
+
+
+def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, digits):
+    train, _ = digits.tensors("train")
+    heldout, _ = digits.tensors("heldout")
+    copier = evaluator.evaluate(BankModel(digits.spec, train, noise=0.01), tag="copier")
+    fresh = evaluator.evaluate(BankModel(digits.spec, heldout), tag="fresh")
+    collapsed = evaluator.evaluate(BankModel(digits.spec, train[:1]), tag="collapsed")
+    c, f, k = copier.values(), fresh.values(), collapsed.values()
+    assert c["copy_rate"] > 0.9 and c["ct"] < -3  # memorization is caught...
+    assert f["copy_rate"] < 0.1 and abs(f["ct"]) < 2  # ...and fresh data is not flagged
+    assert c["modes"] == f["modes"] == 10 and k["modes"] == 1  # the classifier sees one digit
+    assert k["fid"] > 10 * max(c["fid"], f["fid"]) and k["recall"] < 0.05 < c["recall"]
+    assert k["is"] < 1.5 < c["is"]
+    grid = copier.artifacts["memorization_grid"]
+    assert grid.endswith("memorization_copier.png")
+    from PIL import Image
+
+    with Image.open(grid) as im:  # 8 sample / nearest-training pairs of 16px images
+        assert im.size[0] == 8 * 18 + 2
+
+
+def test_every_score_carries_its_protocol(evaluator, digits, fast):
+    result = evaluator.evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
+    assert {"fid", "kid", "is", "mifid", "precision", "recall", "density", "coverage", "copy_rate", "ct",
+            "nn_distance_mean", "modes", "mode_kl"} <= set(result.scores)
+    for name, score in result.scores.items():
+        proto = result.protocols[score["protocol_id"]]
+        assert proto["extractor"]["weights_sha256"] == evaluator.main.weights_sha256(), name
+        assert proto["data_fingerprint"] == digits.fingerprint() and proto["reference_split"] == "train"
+    fid = result.protocols[result.scores["fid"]["protocol_id"]]
+    assert fid["num_generated"] == 256 and fid["num_reference"] == len(digits.train_set)
+    assert fid["extractor"]["name"] == "classifier" and "16x16" in fid["extractor"]["preprocessing"]
+    assert result.extractor["classifier_test_accuracy"] > 0.85
+    assert result.draw["seed"] == fast.seed and result.draw["sampler"] is None
+    assert result.protocols[result.scores["kid"]["protocol_id"]]["subset_size"] == 100
+
+
+def test_protocol_ids_change_with_the_measurement_not_with_the_draw(fast, digits, tmp_path):
+    model = BankModel(digits.spec, digits.tensors("heldout")[0])
+
+    def fid_id(**changes) -> str:
+        settings = EvalSettings(**{**fast.__dict__, "metrics": ["fid"], **changes})
+        result = Evaluator(settings, digits).evaluate(model)
+        return result.scores["fid"]["protocol_id"]
+
+    base = fid_id()
+    assert fid_id(seed=7) == base  # another draw of the same measurement
+    assert fid_id(num_samples=200) != base
+    assert fid_id(reference={"split": "heldout"}) != base
+    assert fid_id(extractor="random") != base
+
+
+def test_several_draws_give_mean_and_std(fast, digits):
+    settings = EvalSettings(**{**fast.__dict__, "seeds": 3, "metrics": ["fid", "prdc"]})
+    result = Evaluator(settings, digits).evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
+    fid = result.scores["fid"]
+    assert len(fid["values"]) == 3 and len(set(fid["values"])) == 3
+    assert fid["value"] == pytest.approx(statistics.fmean(fid["values"]))
+    assert fid["std"] == pytest.approx(statistics.stdev(fid["values"]))
+    assert result.log_dict()["val/fid_std"] == fid["std"]
+
+
+def test_evaluation_leaves_every_global_rng_alone(fast, digits):
+    model = BankModel(digits.spec, digits.tensors("heldout")[0], noise=0.05)  # (loaders draw seeds)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    Evaluator(fast, digits).evaluate(model)  # set-up included
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
+
+
+def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
+    dm = GenerativeDataModule(GaussianMixture2D("ring8", num_samples=2000, std=0.01), "ring8")
+
+    class FiveModes(GenerativeModule):
+        def sample(self, n, generator=None):
+            centers = torch.tensor(self.spec.mode_centers)
+            k = torch.randint(5, (n,), generator=generator)
+            return centers[k] + 0.01 * torch.randn(n, 2, generator=generator)
+
+    settings = EvalSettings(num_samples=500, batch_size=128, cache_dir=str(tmp_path),
+                            kid={"subsets": 5, "subset_size": 100}, memorization={"ct_cells": 4})
+    result = Evaluator(settings, dm).evaluate(FiveModes(dm.spec))
+    values = result.values()
+    assert values["modes"] == 5 and values["hq_fraction"] > 0.95
+    assert values["mode_kl"] == pytest.approx(math.log(8 / 5), abs=0.02)
+    assert result.extractor["name"] == "identity" and "logits" in result.skipped["is"]
+    assert values["precision"] > 0.9 and values["recall"] < 0.8
+
+
+def test_unknown_metric_or_key_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown metric.*lpips.*valid: fid, kid, is"):
+        EvalSettings(metrics=["fid", "lpips"])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) eval.kid.subset; valid: degree, subset_size"):
+        settings_from(compose_train(["+eval.kid.subset=3"], tmp_path).eval)
+
+
+@pytest.fixture(scope="module")
+def trained(eval_cache, tmp_path_factory):
+    """The same 4-step run with evaluation every 2 steps, and without any evaluation."""
+    runs = {}
+    variants = {"with": ["eval=fast", "eval.every_n_steps=2"], "without": ["callbacks.evaluation=null"]}
+    for name, extra in variants.items():
+        run_dir = tmp_path_factory.mktemp(name)
+        common = [*TINY_IMAGE, *QUIET, "trainer.max_steps=4", f"eval.cache_dir={eval_cache}"]
+        cfg = compose_train([*common, *extra], run_dir)
+        runs[name] = (run_dir, run_training(cfg))
+    return runs
+
+
+def test_training_evaluates_without_disturbing_training(trained):
+    (with_dir, summary), (without_dir, plain) = trained["with"], trained["without"]
+    a = torch.load(with_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(without_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same training, bit for bit
+    assert "eval" not in plain
+    ev = summary["eval"]
+    assert [h["step"] for h in ev["history"]] == [2, 4] and ev["tag"] == "final" and ev["step"] == 4
+    assert summary["final"]["val/fid"] == pytest.approx(ev["scores"]["fid"]["value"], rel=1e-6)
+    assert 0 < ev["time"]["share_of_wall_time"] < 1
+    header = (with_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/fid", "val/precision", "val/copy_rate", "val/modes"} <= set(header)
+    assert (with_dir / "eval" / "memorization_final.png").is_file()
+
+
+def test_eval_command_reproduces_the_training_time_scores(trained, eval_cache, tmp_path):
+    run_dir, summary = trained["with"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt={run_dir}", "eval=fast", f"eval.cache_dir={eval_cache}",
+                                         f"out_dir={tmp_path}"])
+    out = eval_command(cfg)
+    assert read_json(tmp_path / "metrics.json") == out
+    assert out["steps"] == 4 and out["model"] == "dcgan" and out["config_digest"] == summary["config_digest"]
+    for name, score in summary["eval"]["scores"].items():
+        assert out["eval"]["scores"][name]["protocol_id"] == score["protocol_id"], name
+        if score["value"] is not None:
+            again = out["eval"]["scores"][name]["value"]
+            assert again == pytest.approx(score["value"], rel=1e-6, abs=1e-9), name
+    assert out["final"]["val/fid"] == pytest.approx(summary["final"]["val/fid"], rel=1e-6)
+
+
+def test_eval_cli_writes_metrics_json_next_to_the_run(trained, eval_cache):
+    run_dir, _ = trained["with"]
+    proc = run_cli(["eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "eval=fast",
+                    f"eval.cache_dir={eval_cache}", "eval.metrics=[fid,kid]"], cwd=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = read_json(run_dir / "eval" / "fast-last" / "metrics.json")
+    assert set(written["eval"]["scores"]) == {"fid", "kid", "kid_subset_std"}
+    assert "fid=" in proc.stdout and not (run_dir / "eval.log").exists()

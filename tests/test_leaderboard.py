@@ -1,0 +1,238 @@
+"""The leaderboard on hand-made sweep folders: grouping, mean ± std over seeds, ranking within a
+protocol, failed runs listed, every export format, the plot, the command line, wandb's API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from gen_bench.cli import main
+from gen_bench.io import atomic_write_json
+from gen_bench.leaderboard import (
+    build_leaderboard,
+    collect_runs,
+    default_direction,
+    plot_metric_over_steps,
+    runs_from_wandb,
+    stabilizer_label,
+    stabilizer_settings,
+    stabilizer_tags,
+)
+
+DCGAN = {"name": "dcgan", "spectral_norm": False, "real_label": 1.0,
+         "instance_noise": {"sigma_start": 0.0, "anneal_steps": 0}, "grad_clip_g": None, "grad_clip_d": None,
+         "optimizer_g": {"lr": 2e-4}}
+
+
+def fake_run(root: Path, name: str, *, model: dict | None = None, data: str = "ring8", seed: int = 0,
+             fid: float | None = 1.0, precision: float = 0.5, status: str = "completed", protocol: str = "p1",
+             error: str | None = None, steps: int = 10) -> Path:
+    """A run folder as ``gen-bench train`` leaves it: ``config.yaml`` and ``metrics.json``."""
+    run = root / name
+    run.mkdir(parents=True)
+    model = {**DCGAN, **(model or {})}
+    config = {"seed": seed, "run_dir": str(run), "model": model,
+              "data": {"name": data, "batch_size": 64, "shuffle_seed": seed},
+              "trainer": {"devices": 1, "num_nodes": 1, "max_steps": steps}, "eval": {"name": "fast"},
+              "logger": {"wandb": {"project": "proj", "offline": True}}}
+    OmegaConf.save(OmegaConf.create(config), run / "config.yaml")
+    summary = {"status": status, "model": model["name"], "data": data, "seed": seed, "steps": steps,
+               "batches_seen": steps, "run_dir": str(run), "final": {}}
+    if fid is not None and status == "completed":
+        summary["final"] = {"val/fid": fid, "val/precision": precision}
+        summary["eval"] = {
+            "name": "fast",
+            "scores": {"fid": {"value": fid, "std": 0.1, "values": [fid], "protocol_id": protocol},
+                       "precision": {"value": precision, "std": None, "values": [precision],
+                                     "protocol_id": protocol + "-prdc"}},
+            "protocols": {protocol: {"data": data, "metric": "fid"}},
+            "history": [{"step": steps // 2, "fid": 2 * fid, "precision": precision / 2},
+                        {"step": steps, "fid": fid, "precision": precision}],
+        }
+    if error is not None:
+        summary["error"] = error
+    atomic_write_json(run / "metrics.json", summary)
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    for seed, fid in enumerate([10.0, 12.0, 14.0]):
+        fake_run(root, f"model=dcgan,seed={seed}", seed=seed, fid=fid, precision=0.2 + seed / 10)
+    for seed, fid in enumerate([8.0, 9.0]):
+        fake_run(root, f"model=wgan_gp,seed={seed}", model={"name": "wgan_gp", "spectral_norm": None,
+                                                               "real_label": None}, seed=seed, fid=fid)
+    fake_run(root, "model=ddpm,seed=0", model={"name": "ddpm"}, fid=5.0, precision=0.9)
+    fake_run(root, "model=ddpm,seed=1", model={"name": "ddpm"}, seed=1, status="failed", fid=None,
+             error="gen_bench.train.DivergedError: diverged at step 3: train/loss=nan")
+    fake_run(root, "model=dcgan,sn,seed=0", model={"spectral_norm": True}, fid=11.0)
+    fake_run(root, "model=dcgan,seed=9", seed=9, status="running", fid=None)
+    return root
+
+
+def test_groups_seeds_into_mean_and_std_and_ranks_by_fid(sweep):
+    board = build_leaderboard(collect_runs(sweep))
+    assert board.metric == "fid" and board.direction == "min"
+    ranked = [(r["rank"], r["model"], r["stabilizers"]) for r in board.rows]
+    assert ranked == [(1, "ddpm", "none"), (2, "wgan_gp", "none"), (3, "dcgan", "spectral_norm"),
+                      (4, "dcgan", "none")]
+    dcgan = board.rows[3]
+    assert dcgan["seeds"] == 3 and dcgan["seed_list"] == [0, 1, 2]
+    assert dcgan["fid_mean"] == pytest.approx(12.0) and dcgan["fid_std"] == pytest.approx(2.0)
+    assert dcgan["precision_mean"] == pytest.approx(statistics.fmean([0.2, 0.3, 0.4]))
+    assert dcgan["fid_eval_std"] == pytest.approx(0.1)  # the spread of the evaluation draws, kept apart
+    assert dcgan["samples_seen"] == 10 * 64 and dcgan["steps"] == 10
+    wgan = board.rows[1]
+    assert wgan["fid_mean"] == pytest.approx(8.5)
+    assert wgan["fid_std"] == pytest.approx(statistics.stdev([8, 9]))
+    ddpm = board.rows[0]
+    assert ddpm["seeds"] == 1 and ddpm["fid_std"] is None and ddpm["failed"] == 1
+
+
+def test_re_evaluations_inside_a_run_are_not_counted_as_runs(sweep):
+    run = sweep / "model=dcgan,seed=0"
+    fake_run(run / "eval", "paper-last", fid=99.0, protocol="paper")  # what `gen-bench eval` writes
+    runs = collect_runs(sweep)
+    assert len(runs) == 9 and run / "eval" / "paper-last" not in [r.run_dir for r in runs]
+    assert collect_runs(run)[0].run_dir == run  # one run folder is a sweep of one
+
+
+def test_failed_and_unfinished_runs_are_listed_not_dropped(sweep):
+    board = build_leaderboard(collect_runs(sweep))
+    unranked = {(u["model"], u["seed"]): u for u in board.unranked}
+    assert set(unranked) == {("ddpm", 1), ("dcgan", 9)}
+    assert unranked["ddpm", 1]["status"] == "failed" and "DivergedError" in unranked["ddpm", 1]["reason"]
+    assert unranked["dcgan", 9]["status"] == "running"
+    text = board.to_text()
+    assert "not ranked (2)" in text and "DivergedError: diverged at step 3" in text
+    assert "1 (1 failed)" in text  # the ddpm row says one of its seeds failed
+
+
+def test_direction_follows_the_metric_and_can_be_set(sweep):
+    assert default_direction("fid") == "min" and default_direction("val/kid") == "min"
+    assert default_direction("precision") == "max" and default_direction("modes") == "max"
+    runs = collect_runs(sweep)
+    board = build_leaderboard(runs, metric="precision")
+    assert board.direction == "max" and board.rows[0]["model"] == "ddpm"  # 0.9
+    assert board.rows[0]["precision_mean"] == pytest.approx(0.9)
+    worst_first = build_leaderboard(runs, metric="precision", direction="min")
+    assert worst_first.rows[0]["precision_mean"] < worst_first.rows[1]["precision_mean"]
+    with pytest.raises(ValueError, match="direction"):
+        build_leaderboard(runs, direction="up")
+
+
+def test_runs_under_different_protocols_are_ranked_apart(tmp_path):
+    fake_run(tmp_path, "a", fid=3.0, protocol="fast")
+    fake_run(tmp_path, "b", model={"name": "wgan_gp"}, fid=1.0, protocol="fast")
+    fake_run(tmp_path, "c", model={"name": "ddpm"}, fid=2.0, protocol="paper")  # 50k samples: another number
+    board = build_leaderboard(collect_runs(tmp_path))
+    ranks = {r["model"]: (r["rank"], r["protocol_id"]) for r in board.rows}
+    assert ranks == {"wgan_gp": (1, "fast"), "dcgan": (2, "fast"), "ddpm": (1, "paper")}
+    assert "several evaluation protocols" in board.to_text()
+
+
+def test_settings_that_differ_besides_seed_and_stabilizers_make_their_own_rows(tmp_path):
+    for seed in (0, 1):
+        fake_run(tmp_path, f"lr1,{seed}", seed=seed, fid=4.0 + seed, model={"optimizer_g": {"lr": 1e-3}})
+        fake_run(tmp_path, f"lr2,{seed}", seed=seed, fid=2.0 + seed, model={"optimizer_g": {"lr": 2e-4}})
+    board = build_leaderboard(collect_runs(tmp_path))
+    assert [(r["variant"], r["seeds"]) for r in board.rows] == [("model.optimizer_g.lr=0.0002", 2),
+                                                                ("model.optimizer_g.lr=0.001", 2)]
+    assert "variant" in board.to_text().splitlines()[1]
+
+
+def test_stabilizer_labels_and_tags():
+    on = {**DCGAN, "spectral_norm": True, "real_label": 0.9, "instance_noise": {"sigma_start": 0.1,
+                                                                              "anneal_steps": 2000},
+          "grad_clip_g": 1.0, "grad_clip_d": None}
+    assert stabilizer_settings(DCGAN) == {} and stabilizer_label({}) == "none"
+    assert stabilizer_label(stabilizer_settings(on)) == (
+        "spectral_norm+label_smoothing=0.9+instance_noise=0.1/2000+grad_clip=1/-")
+    assert stabilizer_tags(on) == ["spectral_norm", "label_smoothing=0.9", "instance_noise=0.1/2000",
+                                   "grad_clip=1/-"]
+    assert stabilizer_tags({"name": "ddpm", "grad_clip": 1.0}) == []  # DDPM's clipping: not a GAN stabilizer
+
+
+def test_exports_csv_markdown_json(sweep):
+    board = build_leaderboard(collect_runs(sweep), columns=["precision"])
+    rows = list(csv.DictReader(io.StringIO(board.format("csv"))))
+    assert [r["model"] for r in rows] == ["ddpm", "wgan_gp", "dcgan", "dcgan"]
+    assert float(rows[3]["fid_mean"]) == 12.0 and float(rows[3]["fid_std"]) == 2.0
+    assert rows[0]["fid_std"] == "" and rows[0]["failed"] == "1"
+    md = board.format("markdown").splitlines()
+    assert md[0].startswith("| # | model | data | stabilizers | seeds | fid (lower is better) | precision")
+    assert md[1].startswith("|---|") and len([line for line in md if line.startswith("| ")]) == 5
+    assert any("**failed**" in line for line in md)
+    data = json.loads(board.format("json"))
+    assert data["metric"] == "fid" and len(data["rows"]) == 4 and len(data["unranked"]) == 2
+    assert data["protocols"]["p1"]["metric"] == "fid"
+    with pytest.raises(ValueError, match="valid: table, csv, markdown, json"):
+        board.format("xlsx")
+
+
+def test_plot_of_fid_over_steps(sweep, tmp_path):
+    runs = collect_runs(sweep)
+    fig = plot_metric_over_steps(runs, "fid", tmp_path / "fid.png")
+    assert Image.open(tmp_path / "fid.png").size[0] > 300
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    dcgan = lines["dcgan (n=3)"]
+    assert list(dcgan.get_xdata()) == [5, 10]
+    assert list(dcgan.get_ydata()) == pytest.approx([24.0, 12.0])  # mean over seeds at each step
+    assert len(ax.collections) == len(lines)  # one ±std band per line
+    assert "ddpm (n=1)" in lines  # the failed ddpm seed has no curve
+    by_samples = plot_metric_over_steps(runs, "fid", x="samples")
+    assert list(by_samples.axes[0].get_lines()[0].get_xdata()) == [5 * 64, 10 * 64]
+
+
+def test_command_line(sweep, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", str(sweep), "--format", "csv", "-o", str(tmp_path / "lb.csv"),
+              "--plot", str(tmp_path / "p.png")])
+    assert done.value.code == 0
+    assert (tmp_path / "lb.csv").read_text().startswith("rank,model,data,stabilizers")
+    assert (tmp_path / "p.png").is_file()
+    with pytest.raises(SystemExit):
+        main(["leaderboard", str(sweep), "--metric", "precision", "--no-plot"])
+    out = capsys.readouterr().out
+    assert "ranked by precision" in out and "precision (higher is better)" in out
+    assert not (sweep / "precision_over_steps.png").exists()
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", str(tmp_path / "nowhere")])
+    assert done.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_runs_from_the_wandb_api_make_the_same_leaderboard():
+    def run(name, model, seed, fid, state="finished"):
+        config = {"model": {**DCGAN, "name": model}, "data": {"name": "ring8"}, "seed": seed, "_wandb": {}}
+        summary = {"val/fid": fid, "status": "completed" if state == "finished" else None, "steps": 10}
+        history = [{"_step": 5, "val/fid": 2 * fid}, {"_step": 10, "val/fid": fid}]
+        return SimpleNamespace(name=name, config=config, summary=summary, state=state, job_type="train",
+                               history=lambda keys, pandas: history)
+
+    calls = []
+
+    class FakeApi:
+        def runs(self, path, filters):
+            calls.append((path, filters))
+            return [run("a", "dcgan", 0, 3.0), run("b", "dcgan", 1, 5.0), run("c", "ddpm", 0, 1.0),
+                    run("d", "ddpm", 1, 9.0, state="crashed"),
+                    SimpleNamespace(name="lb", config={}, summary={}, state="finished",
+                                    job_type="leaderboard")]
+
+    runs = runs_from_wandb("proj", group="compare_ring8", entity="me", api=FakeApi())
+    assert calls == [("me/proj", {"group": "compare_ring8"})]
+    board = build_leaderboard(runs)
+    rows = [(r["model"], r["seeds"], r["fid_mean"]) for r in board.rows]
+    assert rows == [("ddpm", 1, 1.0), ("dcgan", 2, 4.0)]
+    assert [u["status"] for u in board.unranked] == ["failed"]
+    assert runs[0].history("fid") == [(5, 6.0), (10, 3.0)]

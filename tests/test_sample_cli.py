@@ -1,0 +1,86 @@
+"""``gen-bench sample``: any saved model, the sampler chosen at sampling time, grids and scatters."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf.errors import MissingMandatoryValue
+
+from gen_bench.checkpoint import load_run
+from gen_bench.config import config_dir
+from gen_bench.diffusion import DDIMSampler
+from gen_bench.sample import run_dir_of, sample_command
+from gen_bench.train import run_training
+
+from conftest import QUIET, compose_train, run_cli
+
+# Training runs here check models, not the evaluation suite (tests/test_evaluation.py does).
+FAST = [*QUIET, "eval.enabled=false"]
+
+
+def compose_sample(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("sample", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "ddpm"
+    run_training(compose_train(["data=ring8", "model=ddpm", "data.batch_size=32", "trainer.max_steps=3",
+                                "model.nets.toy2d.denoiser.hidden=16", "model.diffusion.num_timesteps=10",
+                                "callbacks.sample_grid.num_points=16", *FAST], run))
+    return run
+
+
+def test_ddpm_sampler_is_chosen_at_sampling_time(ddpm_run):
+    sample_command(compose_sample([f"ckpt='{ddpm_run}'", "n=16", "sampler=ddim", "sampler.steps=2"]))
+    out = ddpm_run / "samples" / "sample_ddim2_16"
+    assert (out / "scatter.png").is_file()
+    got = torch.load(out / "samples.pt")
+    model, *_ = load_run(ddpm_run)
+    expected = model.sample(16, generator=torch.Generator().manual_seed(0),
+                            sampler=lambda d, **kw: DDIMSampler(d, steps=2, **kw))
+    assert got.shape == (16, 2) and torch.equal(got, expected)
+
+    sample_command(compose_sample([f"ckpt='{ddpm_run}/checkpoints/last.ckpt'", "n=16"]))  # its own: ancestral
+    ancestral = torch.load(ddpm_run / "samples" / "sample_ddpm_16" / "samples.pt")
+    assert torch.equal(ancestral, model.sample(16, generator=torch.Generator().manual_seed(0)))
+    assert not torch.equal(ancestral, got)
+
+
+def test_gan_sample_writes_a_grid_and_ignores_the_sampler(tmp_path, caplog):
+    run = tmp_path / "gan"
+    run_training(compose_train(["model=wgan_gp", "data=digits", "data.image_size=16", "trainer.max_steps=1",
+                                "model.nets.image.generator.base_channels=8",
+                                "model.nets.image.critic.base_channels=8",
+                                "callbacks.sample_grid.num_samples=4", *FAST], run))
+    sample_command(compose_sample([f"ckpt={run}", "n=9", "sampler=ddim", f"out={tmp_path / 'out'}",
+                                   "seed=3"]))
+    assert (tmp_path / "out" / "samples.png").is_file()
+    x = torch.load(tmp_path / "out" / "samples.pt")
+    assert x.shape == (9, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
+    assert "ignored" in caplog.text
+
+
+def test_run_dir_of_a_checkpoint(tmp_path):
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    assert run_dir_of(tmp_path / "r" / "checkpoints" / "last.ckpt") == (tmp_path / "r").resolve()
+    assert run_dir_of(tmp_path / "r") == (tmp_path / "r").resolve()
+
+
+def test_the_command_line(ddpm_run, tmp_path):
+    run = tmp_path / "runs" / "data=ring8,model=ddpm"  # named like gen-bench runs: needs quoting
+    shutil.copytree(ddpm_run / "checkpoints", run / "checkpoints")
+    r = run_cli(["sample", f"ckpt='{run}'", "n=8", "sampler=ddim", "sampler.steps=3", "sampler.eta=1.0",
+                 f"out={tmp_path / 'cli'}"], cwd=tmp_path / "runs")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "cli" / "scatter.png").is_file() and "ddim3_eta1" in r.stdout
+    assert list((tmp_path / "runs").iterdir()) == [run]  # nothing written in the working directory
+
+
+def test_ckpt_is_mandatory():
+    with pytest.raises(MissingMandatoryValue, match="ckpt"):
+        sample_command(compose_sample(["n=8"]))
