@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -106,6 +106,14 @@ class TrainingState(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches_seen += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too.
+        for cb in trainer.callbacks:
+            if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
+                    and cb._last_global_step_saved != trainer.global_step):
+                trainer.save_checkpoint(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+                cb._last_global_step_saved = trainer.global_step
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -175,14 +175,15 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         for stale in (run_dir / "checkpoints").glob("*.ckpt"):
             stale.unlink()
 
+    summary_path = run_dir / "metrics.json"
+    if cfg.resume is not None and summary_path.is_file():  # e.g. a sweep run again with resume=auto
+        summary = read_json(summary_path)
+        # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
+        if summary.get("status") == "completed" and 0 < cfg.trainer.max_steps <= (summary.get("steps") or 0):
+            log.info("%s already completed %d steps: nothing to do", run_dir, summary["steps"])
+            return summary
     if ckpt_path is not None:
         done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
-        summary_path = run_dir / "metrics.json"
-        if 0 < cfg.trainer.max_steps <= done and summary_path.is_file():
-            summary = read_json(summary_path)
-            if summary.get("status") == "completed":  # e.g. a sweep run again with resume=auto
-                log.info("%s already completed %d steps: nothing to do", run_dir, done)
-                return summary
 
     info: dict[str, Any] = {"model": cfg.model.get("name"), "data": cfg.data.get("name"), "seed": cfg.seed,
                             "run_dir": str(run_dir)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ from omegaconf import DictConfig
 from gen_bench.config import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Caches (reference statistics, trained classifiers) go to a temporary folder shared by the xdist
+# workers (cache writes are atomic), never to the user's ~/.cache.
+_CACHE = Path(tempfile.gettempdir()) / f"gen-bench-test-cache-{os.getuid()}"
+os.environ.setdefault("GEN_BENCH_CACHE", str(_CACHE))
 TESTS = Path(__file__).resolve().parent
 
 # Tiny, fast settings shared by the end-to-end tests.
