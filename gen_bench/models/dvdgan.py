@@ -27,11 +27,6 @@ from gen_bench.data.spec import DataSpec
 from gen_bench.ema import EMASampling
 from gen_bench.models.gan import GANBase, OptimizerFactory, apply_spectral_norm
 
-# Log keys of this objective ({stage}/{name}); the shared ones live in gen_bench.keys.
-LOSS_D_SPATIAL = "train/loss_d_spatial"
-LOSS_D_TEMPORAL = "train/loss_d_temporal"
-SCORE_REAL = "train/score_real_{}"  # mean raw D score of real clips, per discriminator
-SCORE_FAKE = "train/score_fake_{}"
 DISCRIMINATORS = ("spatial", "temporal")
 
 
@@ -115,10 +110,10 @@ class DVDGAN(EMASampling, GANBase):
         self.untoggle_optimizer(opt_g)
 
         logged = {keys.LOSS_D: loss_d.detach(), keys.LOSS_G: loss_g.detach()}
-        per_d = {"spatial": LOSS_D_SPATIAL, "temporal": LOSS_D_TEMPORAL}
+        per_d = {"spatial": keys.LOSS_D_SPATIAL, "temporal": keys.LOSS_D_TEMPORAL}
         for name, loss in losses_d.items():
             logged[per_d[name]] = loss.detach()
-            logged[SCORE_REAL.format(name)] = s_real[name].detach().mean()
-            logged[SCORE_FAKE.format(name)] = s_fake[name].detach().mean()
+            logged[keys.SCORE_REAL.format(name)] = s_real[name].detach().mean()
+            logged[keys.SCORE_FAKE.format(name)] = s_fake[name].detach().mean()
         self.log_dict(logged)
         self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, prog_bar=True, logger=False)
