@@ -40,3 +40,17 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu"
     model.on_load_checkpoint(ckpt)
     model.to(map_location).eval()
     return model, datamodule, cfg, ckpt
+
+
+def run_dir_of(ckpt: str | Path) -> Path:
+    """The run directory of a checkpoint path (``RUN/checkpoints/x.ckpt`` -> ``RUN``) or of a run dir."""
+    path = Path(ckpt).expanduser().resolve()
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

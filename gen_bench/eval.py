@@ -17,34 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def _run_dir_of(ckpt: str | Path) -> Path:
-    path = Path(ckpt).expanduser().resolve()
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def eval_command(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt``, evaluate it with ``cfg.eval`` and write ``metrics.json``; returns its content."""
-    from gen_bench.checkpoint import load_run
+    from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
     from gen_bench.evaluation import Evaluator, settings_from
     from gen_bench.io import atomic_write_json, read_json
     from gen_bench.train import config_digest
 
     start = time.perf_counter()
     settings = settings_from(cfg.eval)
-    model, datamodule, run_cfg, ckpt = load_run(cfg.ckpt, map_location=_device(cfg.get("device", "auto")))
+    device = resolve_device(cfg.get("device", "auto"))
+    model, datamodule, run_cfg, ckpt = load_run(cfg.ckpt, map_location=device)
     if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
         model.ema_weights = None
-    run_dir = _run_dir_of(cfg.ckpt)
+    run_dir = run_dir_of(cfg.ckpt)
     ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
     default_out = run_dir / "eval" / f"{settings.name}-{ckpt_name}"
     out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out

@@ -11,27 +11,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
 from gen_bench.io import atomic_write_bytes
 from gen_bench.models import GenerativeModule
 from gen_bench.viz import save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
 
 log = logging.getLogger(__name__)
-
-
-def run_dir_of(ckpt: str | Path) -> Path:
-    """The run directory of a checkpoint path (``RUN/checkpoints/x.ckpt`` -> ``RUN``) or of a run dir."""
-    path = Path(ckpt).expanduser().resolve()
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def draw(model: GenerativeModule, n: int, seed: int, sampler_cfg: DictConfig | None,

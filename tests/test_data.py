@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
-from conftest import compose_train
 from hydra.utils import instantiate
 
 from gen_bench.data import ArrayDataset, GenerativeDataModule, StepBatchSampler
 from gen_bench.data.digits import Digits, StackedDigits, load_sklearn_digits
 from gen_bench.data.shapes import PALETTE, SHAPES, Shapes
 from gen_bench.data.toy import GaussianMixture2D, grid_centers, ring_centers
+
+from conftest import compose_train
 
 
 def test_ring_and_grid_follow_the_pacgan_protocol(tmp_path):

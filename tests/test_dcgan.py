@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_train
 from omegaconf import OmegaConf
 
 from gen_bench.data.spec import DataSpec
@@ -15,6 +14,8 @@ from gen_bench.models import build_model
 from gen_bench.models.base import slerp
 from gen_bench.models.gan import DCGAN, InstanceNoise, apply_spectral_norm
 from gen_bench.models.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+
+from conftest import compose_train
 
 IMG = DataSpec(kind="image", shape=(3, 32, 32))
 TOY = DataSpec(kind="toy2d", shape=(2,))

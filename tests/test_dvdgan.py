@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUIET, compose_train
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
@@ -25,6 +24,8 @@ from gen_bench.models.nets import SpatialDiscriminator, TemporalDiscriminator, V
 from gen_bench.sample import sample_command
 from gen_bench.train import run_training
 from gen_bench.viz_video import read_gif
+
+from conftest import QUIET, compose_train
 
 SPEC = DataSpec(kind="video", shape=(2, 6, 16, 16))
 

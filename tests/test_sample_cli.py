@@ -9,10 +9,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_run, run_dir_of
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
-from gen_bench.sample import run_dir_of, sample_command
+from gen_bench.sample import sample_command
 from gen_bench.train import run_training
 
 from conftest import QUIET, compose_train, run_cli

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
 from hydra.utils import instantiate
 from PIL import Image
 
 from gen_bench.data.video import BouncingBalls, MovingDigits, reflect, render_balls
 from gen_bench.data.video_folder import UCF101, VideoFolderSource, decode_clips, scan_clips
+
+from conftest import compose_train
 
 
 def _clips(source) -> torch.Tensor:
