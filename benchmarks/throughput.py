@@ -112,15 +112,16 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
         def step(x: torch.Tensor, i: int) -> None:
             real = to_model(x)
             n = real.shape[0]
-            toggle(False)
             if model == "wgan_gp":
+                toggle(False)
                 with torch.no_grad():
                     fake = gen(latent(n))
                 scores = critic(torch.cat([real, fake]))
                 gp = gradient_penalty(critic, real, fake)
                 loss_d = scores[n:].mean() - scores[:n].mean() + net.gp_weight * gp
             else:
-                fake = gen(latent(n))
+                fake = gen(latent(n))  # as DCGAN.training_step: before toggling, reused by the G step
+                toggle(False)
                 logits_real, logits_fake = critic(real), critic(fake.detach())
                 loss_d = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
                           + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
