@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gen_bench.diffusion.process import GaussianDiffusion, randn_like
+from gen_bench.diffusion.process import Denoiser, GaussianDiffusion, randn_like
 
 
 class Sampler(Protocol):
@@ -119,14 +119,15 @@ class DDIMSampler:
             raise ValueError(f"need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
         d = self.diffusion
         # 1 - alpha-bar from its own float64-derived buffer: 1 - a_t in float32 loses digits at small t
-        ac, one_minus = d.alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t].square()
+        one_minus = d.sqrt_one_minus_alphas_cumprod[t].square()
         if t_prev >= 0:
             ac_prev = d.alphas_cumprod[t_prev]
             one_minus_prev = d.sqrt_one_minus_alphas_cumprod[t_prev].square()
         else:
-            ac_prev, one_minus_prev = torch.ones_like(ac), torch.zeros_like(ac)
+            ac_prev, one_minus_prev = torch.ones_like(one_minus), torch.zeros_like(one_minus)
         x0, eps = predict_x0_and_eps(d, x_t, t, model_output, self.clip_x0)  # eq. 12, "predicted x_0"
-        # eq. 16 of DDIM: sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)
+        # eq. 16 of DDIM: sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev),
+        # with 1 - a_t / a_prev = ((1 - a_t) - (1 - a_prev)) / a_prev
         sigma = self.eta * (one_minus_prev / one_minus * (one_minus - one_minus_prev) / ac_prev).sqrt()
         # eq. 12 of DDIM: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z
         x_prev = ac_prev.sqrt() * x0 + (one_minus_prev - sigma**2).clamp_min(0).sqrt() * eps
@@ -138,7 +139,7 @@ class DDIMSampler:
 SamplerFactory = Callable[..., Sampler]
 
 
-def sample_loop(denoiser: Callable[[Tensor, Tensor], Tensor], sampler: Sampler, x_T: Tensor,
+def sample_loop(denoiser: Denoiser, sampler: Sampler, x_T: Tensor,
                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Run ``sampler`` from x_T to x_0, calling ``denoiser(x_t, t)`` once per step.
 

@@ -13,7 +13,7 @@ the dataset's mode centres (0.71 for ring8, 2.83 for grid25, whose modes reach |
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,12 +21,10 @@ from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.diffusion import DDPMSampler, GaussianDiffusion, Sampler, sample_loop
+from gen_bench.diffusion import DDPMSampler, GaussianDiffusion, Sampler, SamplerFactory, sample_loop
 from gen_bench.ema import EMASampling
 from gen_bench.models.base import GenerativeModule
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SamplerFactory = Callable[..., Sampler]
+from gen_bench.models.gan import OptimizerFactory
 
 
 def default_toy_scale(spec: DataSpec) -> float:
