@@ -155,10 +155,13 @@ class SampleGrid(Callback):
         num_samples: Images in a grid.
         num_points: Points in a 2-D scatter.
         seed: Seed of the fixed noise (the same samples every time, apart from training).
+        sampler: Sampler factory diffusion models draw the previews with (``model.training_sampler``;
+            ``None``: their own sampler); ignored by models that sample in one pass.
     """
 
     def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 500, num_samples: int = 64,
-                 num_points: int = 2000, seed: int = 1234) -> None:
+                 num_points: int = 2000, seed: int = 1234, sampler=None) -> None:
+        self.sampler = sampler
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
@@ -171,12 +174,14 @@ class SampleGrid(Callback):
         spec = pl_module.spec
         step = trainer.global_step
         video: dict[str, Path] | None = None
+        diffusion = self.sampler is not None and hasattr(pl_module, "bind_sampler")
+        kw = {"sampler": self.sampler} if diffusion else {}
         if spec.kind == "toy2d":
-            pts = pl_module.sample(self.num_points, generator=g)
+            pts = pl_module.sample(self.num_points, generator=g, **kw)
             paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
                                   title=f"{type(pl_module).__name__} step {step}")]
         else:
-            x = pl_module.sample(self.num_samples, generator=g)
+            x = pl_module.sample(self.num_samples, generator=g, **kw)
             if x.ndim == 5:  # video (N, C, T, H, W): a GIF, a frame grid, and the first frames as before
                 video = save_video_samples(x, self.dirpath, tag)
                 x = x[:, :, 0]

@@ -38,8 +38,34 @@ def run_slug(override_dirname: str) -> str:
     return slug
 
 
+DATA_KINDS = ("image", "toy2d", "video")
+
+
+def per_kind(options: dict, *, _root_) -> object:
+    """``${per_kind:{image: 2e-4, toy2d: 2e-3}}``: the value for the run's data kind (``data.kind``).
+
+    Model configs use it for settings that differ between images and 2-D points (the learning rate
+    of an MLP vs a conv net). A command-line override of the key replaces the whole interpolation,
+    so what the user types always wins. ``default`` covers kinds not listed.
+    """
+    data = _root_.get("data")
+    kind = data.get("kind") if data is not None else None
+    if kind is None:
+        raise ValueError(
+            "this config picks a value per data kind (${per_kind:...}) but the data config has no "
+            f"`kind:`; add `kind: image`, `kind: toy2d` or `kind: video` to it (options: {dict(options)})"
+        )
+    if kind in options:
+        return options[kind]
+    if "default" in options:
+        return options["default"]
+    raise ValueError(f"no value for data kind {kind!r} in ${{per_kind:{dict(options)}}}; add a {kind} "
+                     "or a default entry, or set the key on the command line")
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_slug", run_slug, replace=True)
+    OmegaConf.register_new_resolver("per_kind", per_kind, replace=True)
 
 
 register_resolvers()

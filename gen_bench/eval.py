@@ -35,7 +35,7 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     default_out = run_dir / "eval" / f"{settings.name}-{ckpt_name}"
     out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out
     model_cfg = run_cfg.get("model") or {}
-    sampler = run_cfg.get("sampler") or model_cfg.get("sampler")
+    sampler = cfg.get("sampler")  # null: the model's own
 
     evaluator = Evaluator(settings, datamodule, sampler, out_dir)
     result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -147,8 +148,9 @@ class Evaluator:
     Args:
         settings: The ``eval`` config (an :class:`EvalSettings` or a mapping).
         datamodule: The dataset the model was trained on.
-        sampler: The sampler config of diffusion models, recorded with the scores (``None``: the
-            model samples in one pass, or with its default).
+        sampler: A sampler config (``_partial_`` factory, as ``conf/sampler/``) that diffusion models
+            draw with here (``None``: their own ``model.sampler``); ignored by models that sample
+            in one pass. Recorded with the scores, as is the label of the sampler used.
         out_dir: Where pictures go (``None``: none are written).
     """
 
@@ -158,6 +160,7 @@ class Evaluator:
         self.datamodule = datamodule
         self.spec = datamodule.spec
         self.sampler = _plain(sampler)
+        self.sampler_factory = instantiate(sampler) if sampler is not None else None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device: torch.device | None = None
         self.extractors: dict[str, FeatureExtractor] = {}
@@ -214,8 +217,11 @@ class Evaluator:
 
     def draw_record(self, model) -> dict[str, Any]:
         s = self.settings
+        diffusion = hasattr(model, "bind_sampler")
         return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "batch_size": s.batch_size,
-                "sampler": self.sampler, "ema": getattr(model, "ema_weights", None) is not None,
+                "sampler": model.bind_sampler(self.sampler_factory).label if diffusion else None,
+                "sampler_config": self.sampler if diffusion else None,
+                "ema": getattr(model, "ema_weights", None) is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
 
     # --- evaluation --------------------------------------------------------------------------------
@@ -240,11 +246,13 @@ class Evaluator:
         s = self.settings
         rank, world = _distributed()
         num_batches = math.ceil(s.num_samples / s.batch_size)
+        diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
+        kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
         for b in range(lo, hi):
             n = min(s.batch_size, s.num_samples - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
-            x = model.sample(n, generator=g).detach().float().to(self.device)
+            x = model.sample(n, generator=g, **kw).detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
             index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
@@ -321,7 +329,8 @@ class EvaluationCallback(Callback):
     Args:
         config: The ``eval`` config.
         run_dir: The run directory (pictures go to ``<run_dir>/eval``).
-        sampler: The model's sampler config, recorded with the scores.
+        sampler: The sampler config diffusion models draw with (``model.training_sampler``;
+            ``None``: their own), see :class:`Evaluator`.
     """
 
     def __init__(self, config: Mapping | DictConfig | EvalSettings | None = None,

@@ -155,6 +155,18 @@ def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -
         run.finish(exit_code=1 if failed else 0)
 
 
+def _check_training_sampler(model_cfg: DictConfig, model) -> None:
+    """Build the sampler previews and evaluation will use now, so a bad one fails before training."""
+    node = model_cfg.get("training_sampler")
+    if node is None or not hasattr(model, "bind_sampler"):
+        return
+    try:
+        model.bind_sampler(instantiate(node))
+    except ValueError as e:
+        raise ValueError(f"model.training_sampler: {e}. Set model.training_sampler.steps=N or "
+                         "model.training_sampler=null (the model's own sampler)") from e
+
+
 def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as ``cfg`` says; returns the run's ``metrics.json`` content.
 
@@ -198,6 +210,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         model = build_model(cfg.model, datamodule.spec)
+        _check_training_sampler(cfg.model, model)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

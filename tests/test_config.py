@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from gen_bench.config import config_dir, run_slug
 from gen_bench.models import build_model
@@ -36,6 +37,36 @@ def test_every_model_and_dataset_config_composes_and_builds(tmp_path, model, dat
     if dm.spec.kind in kinds:
         net = build_model(cfg.model, dm.spec)
         assert net.spec == dm.spec
+
+
+@pytest.mark.parametrize("model,keys,toy,image", [
+    ("dcgan", ("optimizer_g.lr", "optimizer_d.lr"), 2e-3, 2e-4),
+    ("wgan_gp", ("optimizer_g.lr", "optimizer_critic.lr"), 5e-4, 1e-4),
+    ("wgan_gp", ("gp_weight",), 1.0, 10.0),
+    ("ddpm", ("optimizer.lr",), 1e-3, 2e-4),
+])
+def test_per_kind_settings_follow_data_kind_and_the_command_line_wins(tmp_path, model, keys, toy, image):
+    for data, want in (("ring8", toy), ("grid25", toy), ("digits", image), ("mnist", image)):
+        cfg = compose_train([f"model={model}", f"data={data}"], tmp_path)
+        assert [OmegaConf.select(cfg.model, k) for k in keys] == [want] * len(keys), data
+    # a value set on the command line replaces the per-kind choice for every kind
+    over = [f"model.{k}=0.125" for k in keys]
+    for data in ("ring8", "digits"):
+        cfg = compose_train([f"model={model}", f"data={data}", *over], tmp_path)
+        assert [OmegaConf.select(cfg.model, k) for k in keys] == [0.125] * len(keys)
+
+
+def test_per_kind_settings_need_a_data_kind_and_the_kind_must_match_the_source(tmp_path):
+    cfg = compose_train(["model=dcgan", "data=ring8", "~data.kind"], tmp_path)
+    with pytest.raises(Exception, match="data config has no `kind:`"):
+        OmegaConf.select(cfg.model, "optimizer_g.lr")
+    cfg = compose_train(["model=dcgan", "data=ring8", "data.kind=image"], tmp_path)
+    with pytest.raises(Exception, match="says kind: image but its source gives toy2d data; set kind: toy2d"):
+        instantiate(cfg.data)
+    image_only = "model.optimizer_g.lr='${per_kind:{image: 1}}'"
+    cfg = compose_train(["model=dcgan", "data=ring8", "data.kind=video", image_only], tmp_path)
+    with pytest.raises(Exception, match="no value for data kind 'video'"):
+        OmegaConf.select(cfg.model, "optimizer_g.lr")
 
 
 def test_unknown_names_and_typos_fail_with_hydras_message(tmp_path):

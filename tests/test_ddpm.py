@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
 
+from gen_bench.checkpoint import load_run
+from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion
+from gen_bench.eval import eval_command
 from gen_bench.models import build_model
 from gen_bench.models.ddpm import DDPM, default_toy_scale
 from gen_bench.models.nets import MLPDenoiser, UNet
 from gen_bench.models.nets.unet import AttnBlock, timestep_embedding
 from gen_bench.train import run_training
+from gen_bench.viz import save_scatter
 
 from conftest import QUIET, compose_train
 
@@ -92,7 +99,8 @@ def test_defaults_follow_ho_et_al(tmp_path):
     assert isinstance(model.bind_sampler(), DDPMSampler)  # ancestral by default
     assert model.grad_clip == 1.0
     lr = lambda m: m.configure_optimizers()["optimizer"].defaults["lr"]  # noqa: E731
-    assert lr(model) == 2e-4 and lr(build_model(cfg.model, TOY)) == 1e-3  # the MLP on 2-D data: 1e-3
+    toy = build_model(compose_train(["model=ddpm", "data=ring8"], tmp_path).model, TOY)
+    assert lr(model) == 2e-4 and lr(toy) == 1e-3  # the MLP on 2-D data: 1e-3
     assert cfg.model.ema.decay == 0.999 and cfg.model.ema.warmup > 0
     cosine = build_model(compose_train(["model=ddpm", "model.diffusion.schedule=cosine"], tmp_path).model,
                          DataSpec(kind="image", shape=(1, 16, 16)))
@@ -173,7 +181,8 @@ def test_gradient_clipping_and_lr_warmup_are_configured():
 
 
 DDPM_TOY = ["data=ring8", "model=ddpm", "data.batch_size=32", "model.nets.toy2d.denoiser.hidden=16",
-            "model.diffusion.num_timesteps=10", "model.warmup_steps=2", "callbacks.sample_grid.num_points=64",
+            "model.diffusion.num_timesteps=10", "model.training_sampler.steps=3", "model.warmup_steps=2",
+            "callbacks.sample_grid.num_points=64",
             "callbacks.sample_grid.every_n_steps=0", "callbacks.checkpoint.every_n_train_steps=1",
             "callbacks.checkpoint.save_top_k=-1", *FAST]
 
@@ -207,7 +216,52 @@ def test_resume_mid_run_ends_bit_identical_including_ema_and_lr_schedule(tmp_pat
 def test_ddpm_trains_on_digits_with_the_unet(tmp_path):
     cfg = compose_train(["model=ddpm", "data=digits", "data.image_size=16", "data.batch_size=8",
                          "model.nets.image.denoiser.ch=8", "model.diffusion.num_timesteps=4",
-                         "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4", *FAST], tmp_path)
+                         "model.training_sampler.steps=2", "trainer.max_steps=2",
+                         "callbacks.sample_grid.num_samples=4", *FAST], tmp_path)
     summary = run_training(cfg)
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert "train/loss" in summary["final"] and (tmp_path / "samples" / "final.png").is_file()
+
+
+def test_previews_and_training_time_scores_use_the_training_sampler(tmp_path):
+    """model.training_sampler (DDIM) draws the preview scatter and the evaluation callback's samples;
+    the model's own sampler (ancestral) stays the default of gen-bench sample / eval."""
+    over = [*DDPM_TOY, "trainer.max_steps=3", "eval.enabled=true", "eval=fast", "eval.num_samples=64",
+            "eval.batch_size=32", "eval.metrics=[fid,modes]", "eval.every_n_steps=0",
+            "eval.modes.num_samples=64"]
+    summary = run_training(compose_train(over, tmp_path / "ddim"))
+    assert summary["eval"]["draw"]["sampler"] == "ddim3"
+    assert summary["eval"]["draw"]["sampler_config"]["steps"] == 3
+    model, dm, cfg, _ = load_run(tmp_path / "ddim")
+    assert model.bind_sampler().label == "ddpm"  # its own sampler is still ancestral
+    grid = cfg.callbacks.sample_grid
+    pts = model.sample(grid.num_points, generator=torch.Generator().manual_seed(grid.seed),
+                       sampler=lambda d, **kw: DDIMSampler(d, steps=3, **kw))
+    expected = save_scatter(pts, tmp_path / "expected.png", centers=dm.spec.mode_centers, title="DDPM step 3")
+    with Image.open(expected) as a, Image.open(tmp_path / "ddim" / "samples" / "scatter_final.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+    # gen-bench eval: the model's own sampler unless told; told DDIM-3 it reproduces the training scores
+    evals = {}
+    for name, extra in (("own", []), ("ddim", ["sampler=ddim", "sampler.steps=3"])):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            ecfg = compose("eval", overrides=[f"ckpt={tmp_path / 'ddim'}", "eval=fast", "eval.num_samples=64",
+                                              "eval.batch_size=32", "eval.metrics=[fid,modes]",
+                                              "eval.modes.num_samples=64", f"out_dir={tmp_path / name}",
+                                              *extra])
+        evals[name] = eval_command(ecfg)["eval"]
+    assert evals["own"]["draw"]["sampler"] == "ddpm" and evals["ddim"]["draw"]["sampler"] == "ddim3"
+    fid = summary["eval"]["scores"]["fid"]["value"]
+    assert evals["ddim"]["scores"]["fid"]["value"] == pytest.approx(fid, rel=1e-6)
+    assert evals["own"]["scores"]["fid"]["value"] != pytest.approx(fid, rel=1e-3)
+
+    summary = run_training(compose_train([*over, "model.training_sampler=null"], tmp_path / "own"))
+    assert summary["eval"]["draw"]["sampler"] == "ddpm" and summary["eval"]["draw"]["sampler_config"] is None
+
+
+def test_a_training_sampler_that_cannot_work_fails_before_training(tmp_path):
+    summary = None
+    with pytest.raises(ValueError, match=r"model.training_sampler: DDIM steps must be in \[1, 10\], got 50"):
+        summary = run_training(compose_train([*DDPM_TOY, "trainer.max_steps=3",
+                                              "model.training_sampler.steps=50"], tmp_path))
+    assert summary is None and not (tmp_path / "checkpoints" / "last.ckpt").exists()

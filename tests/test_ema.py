@@ -11,12 +11,13 @@ from gen_bench.checkpoint import load_run
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import GaussianDiffusion, sample_loop
 from gen_bench.ema import EMA, EMAWeights
+from gen_bench.models.base import GenerativeModule
 from gen_bench.models.ddpm import DDPM
 from gen_bench.models.nets import DCGANGenerator, MLPDenoiser, MLPDiscriminator
 from gen_bench.models.wgan_gp import WGANGP
 from gen_bench.train import run_training
 
-from conftest import QUIET, compose_train
+from conftest import QUIET, TINY_IMAGE, compose_train
 
 # Training runs here check models, not the evaluation suite (tests/test_evaluation.py does).
 FAST = [*QUIET, "eval.enabled=false"]
@@ -101,16 +102,41 @@ def test_gan_generator_ema_is_used_for_sampling():
     assert torch.allclose(gan.decode(z), ((other.eval()(z) + 1) / 2).clamp(0, 1), atol=1e-6)
 
 
-def test_ema_callback_needs_a_model_that_samples_from_ema_weights(tmp_path):
-    cfg = compose_train(["data=ring8", "model=dcgan", "trainer.max_steps=1",
-                         "model.ema={_target_:gen_bench.ema.EMA,decay:0.9}", *FAST], tmp_path)
+def test_ema_callback_needs_a_model_that_samples_from_ema_weights():
+    class NoEMA(GenerativeModule):
+        pass
+
     with pytest.raises(TypeError, match="EMASampling"):
-        run_training(cfg)
+        EMA().setup(None, NoEMA(TOY), "fit")
+
+
+def test_dcgan_generator_ema_is_updated_once_per_generator_step_and_sampled(tmp_path):
+    """DCGAN with model.ema: one EMA update per G step (not per D step), BatchNorm buffers included,
+    saved in the checkpoint and used by load_run's model.sample(); the live weights stay put."""
+    over = ["data=digits", "model=dcgan", *TINY_IMAGE, "data.batch_size=8", "trainer.max_steps=5",
+            "model.ema={_target_:gen_bench.ema.EMA,decay:0.5,warmup:0}", *FAST]
+    run_training(compose_train(over, tmp_path / "ema"))
+    model, _, _, ckpt = load_run(tmp_path / "ema")
+    assert ckpt["global_step"] == 5 and ckpt["ema"]["num_updates"] == 5
+    assert ckpt["ema"]["network"] == "generator"
+    ema, live = ckpt["ema"]["state_dict"], ckpt["state_dict"]
+    assert set(ema) == {k.removeprefix("generator.") for k in live if k.startswith("generator.")}
+    assert any("running_mean" in k for k in ema)  # BatchNorm statistics are averaged too
+    assert not all(torch.equal(v, live[f"generator.{k}"]) for k, v in ema.items())  # the EMA lags
+    averaged = copy.deepcopy(model.generator)
+    averaged.load_state_dict(ema)
+    z = model.sample_latent(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ((averaged.eval()(z) + 1) / 2).clamp(0, 1)
+    assert torch.allclose(model.decode(z), expected, atol=1e-6)
+    for k, v in model.generator.state_dict().items():  # sampling swapped the live weights back
+        assert torch.equal(v, live[f"generator.{k}"])
 
 
 def test_checkpoint_carries_the_ema_and_load_run_samples_with_it(tmp_path):
     over = ["data=ring8", "model=ddpm", "data.batch_size=32", "model.nets.toy2d.denoiser.hidden=16",
-            "model.diffusion.num_timesteps=5", "trainer.max_steps=6", "callbacks.sample_grid.num_points=16",
+            "model.diffusion.num_timesteps=5", "model.training_sampler=null", "trainer.max_steps=6",
+            "callbacks.sample_grid.num_points=16",
             "model.ema.decay=0.5", "model.ema.warmup=0", "model.progress=false", *FAST]
     run_training(compose_train(over, tmp_path / "ema"))
     model, _, cfg, ckpt = load_run(tmp_path / "ema")

@@ -31,7 +31,8 @@ def ddpm_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "ddpm"
     run_training(compose_train(["data=ring8", "model=ddpm", "data.batch_size=32", "trainer.max_steps=3",
                                 "model.nets.toy2d.denoiser.hidden=16", "model.diffusion.num_timesteps=10",
-                                "callbacks.sample_grid.num_points=16", *FAST], run))
+                                "model.training_sampler.steps=3", "callbacks.sample_grid.num_points=16",
+                                *FAST], run))
     return run
 
 

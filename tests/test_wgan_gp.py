@@ -67,8 +67,9 @@ def test_gradient_penalty_equals_a_direct_per_sample_autograd_computation():
 def test_defaults_follow_the_paper(tmp_path):
     cfg = compose_train(["model=wgan_gp"], tmp_path)
     assert cfg.model.n_critic == 5 and cfg.model.gp_weight == 10.0 and cfg.model.ema is None
-    for spec, lr, gp_weight in ((IMG, 1e-4, 10.0), (TOY, 5e-4, 1.0)):  # 2-D data: their own lr and lambda
-        model = build_model(cfg.model, spec)
+    toy_cfg = compose_train(["model=wgan_gp", "data=ring8"], tmp_path)
+    for c, spec, lr, gp_weight in ((cfg, IMG, 1e-4, 10.0), (toy_cfg, TOY, 5e-4, 1.0)):  # 2-D: own lr, lambda
+        model = build_model(c.model, spec)
         assert isinstance(model, WGANGP) and model.gp_weight == gp_weight
         opt_g, opt_c = model.configure_optimizers()
         for opt in (opt_g, opt_c):

@@ -42,6 +42,8 @@ class GenerativeDataModule(L.LightningDataModule):
         shuffle_seed: Seed of the batch order.
         path: Where the data lives (download root or image folder), if the dataset has files.
         image_size: Requested image size, if the dataset is made of images.
+        kind: The data kind the config declares (``image``, ``toy2d``, ``video``; model configs pick
+            per-kind settings from it); checked against the source's. ``None``: not checked.
     """
 
     def __init__(
@@ -55,8 +57,14 @@ class GenerativeDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         path: str | None = None,
         image_size: int | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__()
+        if kind is not None and kind != source.spec.kind:
+            raise ValueError(
+                f"data config {name!r} says kind: {kind} but its source gives {source.spec.kind} data; "
+                f"set kind: {source.spec.kind} in the data config (model settings are chosen by kind)"
+            )
         if not 0 <= heldout_fraction < 1:
             raise ValueError(f"data.heldout_fraction must be in [0, 1), got {heldout_fraction}")
         if batch_size < 1:

@@ -10,7 +10,8 @@ from gen_bench.models.base import GenerativeModule
 
 __all__ = ["GenerativeModule", "build_model"]
 
-_NOT_ARGUMENTS = ("name", "nets", "ema")  # read by train.py, not by the objective
+# read by train.py and the callbacks, not by the objective
+_NOT_ARGUMENTS = ("name", "nets", "ema", "training_sampler")
 
 
 def build_model(model_cfg: DictConfig, spec: DataSpec) -> GenerativeModule:

@@ -13,8 +13,6 @@ the dataset's mode centres (0.71 for ring8, 2.83 for grid25, whose modes reach |
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,8 +41,6 @@ class DDPM(EMASampling, GenerativeModule):
         denoiser: ``(x_t (B, ...), t (B,) long) -> eps (B, ...)``.
         diffusion: The Gaussian process (T, schedule).
         optimizer: Factory ``params -> Optimizer`` (Hydra ``_partial_``).
-        optimizer_by_kind: Extra optimizer arguments per data kind, e.g. ``{"toy2d": {"lr": 1e-3}}``
-            (one model config serves images and 2-D data, whose networks want different steps).
         sampler: Factory ``(diffusion, clip_x0=...) -> Sampler`` used by :meth:`sample`
             (default: ancestral DDPM).
         warmup_steps: Linear learning-rate warm-up from 0 over this many steps (5000 in Ho et al.).
@@ -62,7 +58,6 @@ class DDPM(EMASampling, GenerativeModule):
         denoiser: nn.Module,
         diffusion: GaussianDiffusion,
         optimizer: OptimizerFactory,
-        optimizer_by_kind: Mapping[str, Mapping[str, Any]] | None = None,
         sampler: SamplerFactory | None = None,
         warmup_steps: int = 0,
         grad_clip: float | None = 1.0,
@@ -74,7 +69,6 @@ class DDPM(EMASampling, GenerativeModule):
         self.denoiser = denoiser
         self.diffusion = diffusion
         self.optimizer = optimizer
-        self.optimizer_kwargs = dict((optimizer_by_kind or {}).get(spec.kind) or {})
         self.sampler = sampler or DDPMSampler
         self.warmup_steps = warmup_steps
         self.grad_clip = grad_clip
@@ -91,7 +85,7 @@ class DDPM(EMASampling, GenerativeModule):
 
     # --- training -----------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt = self.optimizer(self.denoiser.parameters(), **self.optimizer_kwargs)
+        opt = self.optimizer(self.denoiser.parameters())
         if self.warmup_steps <= 0:
             return opt
         warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.warmup_steps))

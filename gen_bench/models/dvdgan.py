@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.ema import EMASampling
 from gen_bench.models.gan import GANBase, OptimizerFactory, apply_spectral_norm
 
 DISCRIMINATORS = ("spatial", "temporal")
@@ -40,7 +39,7 @@ def hinge_g_loss(fake: Tensor) -> Tensor:
     return -fake.mean()
 
 
-class DVDGAN(EMASampling, GANBase):
+class DVDGAN(GANBase):
     """Dual-discriminator video GAN with the hinge loss.
 
     Args:

@@ -23,6 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
+from gen_bench.ema import EMASampling
 from gen_bench.models.base import GenerativeModule, slerp
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -62,8 +63,14 @@ def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> nn.Mo
     return module
 
 
-class GANBase(GenerativeModule):
-    """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation."""
+class GANBase(EMASampling, GenerativeModule):
+    """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation.
+
+    Samples come from the generator's EMA weights when the run has ``model.ema`` set (off by
+    default for GANs; Yazici et al. 2019 found generator averaging improves FID).
+    """
+
+    sampling_network_name = "generator"
 
     def __init__(self, spec: DataSpec, generator: nn.Module) -> None:
         super().__init__(spec)

@@ -9,15 +9,11 @@ a resumed run continues the n_critic cycle exactly where the checkpoint left it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.ema import EMASampling
 from gen_bench.models.gan import GANBase, OptimizerFactory
 
 
@@ -41,7 +37,7 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: t
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-class WGANGP(EMASampling, GANBase):
+class WGANGP(GANBase):
     """Wasserstein GAN with gradient penalty.
 
     Args:
@@ -52,9 +48,6 @@ class WGANGP(EMASampling, GANBase):
         optimizer_critic: Factory for the critic.
         n_critic: Critic steps per generator step.
         gp_weight: lambda, the weight of the gradient penalty.
-        optimizer_by_kind: Extra arguments of both optimizers per data kind, e.g.
-            ``{"toy2d": {"lr": 5e-4}}`` (one model config serves images and 2-D data).
-        gp_weight_by_kind: lambda per data kind, where it differs from ``gp_weight``.
     """
 
     sampling_network_name = "generator"
@@ -69,8 +62,6 @@ class WGANGP(EMASampling, GANBase):
         optimizer_critic: OptimizerFactory,
         n_critic: int = 5,
         gp_weight: float = 10.0,
-        optimizer_by_kind: Mapping[str, Mapping[str, Any]] | None = None,
-        gp_weight_by_kind: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(spec, generator)
         if n_critic < 1:
@@ -80,14 +71,13 @@ class WGANGP(EMASampling, GANBase):
                              "use norm: layer or none")
         self.critic = critic
         self.optimizer_g, self.optimizer_critic = optimizer_g, optimizer_critic
-        self.optimizer_kwargs = dict((optimizer_by_kind or {}).get(spec.kind) or {})
         self.n_critic = n_critic
-        self.gp_weight = (gp_weight_by_kind or {}).get(spec.kind, gp_weight)
+        self.gp_weight = gp_weight
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self):
-        return (self.optimizer_g(self.generator.parameters(), **self.optimizer_kwargs),
-                self.optimizer_critic(self.critic.parameters(), **self.optimizer_kwargs))
+        return (self.optimizer_g(self.generator.parameters()),
+                self.optimizer_critic(self.critic.parameters()))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         opt_g, opt_c = self.optimizers()
