@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -92,6 +93,33 @@ def _channel_batch(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Te
     return x[rows, c].unsqueeze(1), y[rows, c]
 
 
+def train_seeded(build: Callable[[], nn.Module], batch: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+                 steps: int, lr: float, seed: int) -> tuple[nn.Module, float]:
+    """Train a classifier ``build()`` (``forward(x) -> (features, logits)``) with cross-entropy on
+    ``steps`` batches ``batch(g)``, Adam(lr) decayed linearly to 0.
+
+    Deterministic given ``seed``: the initialisation (``torch.manual_seed(seed)``) and every batch
+    (a generator seeded with ``seed``) depend on it alone; the global RNG state is the same
+    afterwards (forked). Returns the network in eval mode and the training time in seconds.
+    """
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build()
+        g = torch.Generator().manual_seed(seed)
+        optim = torch.optim.Adam(net.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1 - s / steps)
+        net.train()
+        for _ in range(steps):
+            x, y = batch(g)
+            loss = F.cross_entropy(net(x)[1], y)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+    return net.eval(), time.perf_counter() - start
+
+
 def train_classifier(datamodule, spec: DataSpec, opts: ClassifierOptions) -> tuple[SmallCNN, dict[str, Any]]:
     """Train the dataset classifier on the training split; accuracy on the held-out split.
 
@@ -104,25 +132,16 @@ def train_classifier(datamodule, spec: DataSpec, opts: ClassifierOptions) -> tup
     per_channel = _per_channel(spec)
     train = datamodule.train_set
     n = len(train)
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
-        net = SmallCNN(1 if per_channel else spec.channels, spec.num_classes, opts.width)
-        g = torch.Generator().manual_seed(opts.seed)
-        optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1 - s / opts.steps)
-        net.train()
-        for _ in range(opts.steps):
-            x, y = _take(train, torch.randint(n, (opts.batch_size,), generator=g))
-            if per_channel:
-                x, y = _channel_batch(x, y, g)
-            loss = F.cross_entropy(net(_shift(x, opts.max_shift, g))[1], y)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-    net.eval()
-    seconds = time.perf_counter() - start
+
+    def batch(g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, y = _take(train, torch.randint(n, (opts.batch_size,), generator=g))
+        if per_channel:
+            x, y = _channel_batch(x, y, g)
+        return _shift(x, opts.max_shift, g), y
+
+    in_channels = 1 if per_channel else spec.channels
+    net, seconds = train_seeded(lambda: SmallCNN(in_channels, spec.num_classes, opts.width),
+                                batch, opts.steps, opts.lr, opts.seed)
     test_split = "heldout" if len(datamodule.heldout_set) > 0 else "train"
     x, y = datamodule.tensors(test_split)
     with torch.no_grad():

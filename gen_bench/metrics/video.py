@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -234,26 +232,19 @@ def train_conv3d(datamodule, spec: DataSpec, opts: Trained3DOptions) -> tuple[Co
     split; accuracy on the held-out split with seeded corruptions. The global RNG is untouched."""
     if spec.shape[1] < 2:
         raise ValueError("the trained3d extractor needs clips of at least 2 frames")
+    from gen_bench.metrics.classifier import train_seeded
+
     train = datamodule.train_set
     n = len(train)
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
-        net = Conv3dNet(spec.shape[0], opts.width, spec.shape[1], len(SSL_TASKS), norm=True)
-        g = torch.Generator().manual_seed(opts.seed)
-        optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1 - s / opts.steps)
-        net.train()
-        for _ in range(opts.steps):
-            x = _clips_at(train, torch.randint(n, (opts.batch_size,), generator=g))
-            y = torch.randint(len(SSL_TASKS), (x.shape[0],), generator=g)
-            loss = F.cross_entropy(net(temporal_corruptions(x, y, g))[1], y)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-    net.eval()
-    seconds = time.perf_counter() - start
+
+    def batch(g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = _clips_at(train, torch.randint(n, (opts.batch_size,), generator=g))
+        y = torch.randint(len(SSL_TASKS), (x.shape[0],), generator=g)
+        return temporal_corruptions(x, y, g), y
+
+    net, seconds = train_seeded(
+        lambda: Conv3dNet(spec.shape[0], opts.width, spec.shape[1], len(SSL_TASKS), norm=True),
+        batch, opts.steps, opts.lr, opts.seed)
     split = "heldout" if len(datamodule.heldout_set) > 0 else "train"
     x, _ = datamodule.tensors(split, limit=1000)
     g = torch.Generator().manual_seed(opts.seed + 1)
