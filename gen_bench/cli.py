@@ -77,6 +77,22 @@ def _sample(cfg: DictConfig) -> None:
     sample_command(cfg)
 
 
+PATH_KEYS = ("ckpt", "out", "out_dir")  # sample / eval arguments that hold a path
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """Quote path values holding ``=`` or ``,`` (run folders are named after overrides, e.g.
+    ``runs/data=ring8,model=ddpm``), which Hydra's override grammar would otherwise split."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in PATH_KEYS and value[:1] not in ("'", '"') and any(c in value for c in "=,"):
+            q = '"' if "'" in value else "'"
+            arg = f"{key}={q}{value}{q}"
+        out.append(arg)
+    return out
+
+
 # config_name None: the command parses its own argv (argparse), no Hydra.
 COMMANDS: dict[str, tuple[str | None, Callable]] = {
     "train": ("train", _train),
@@ -99,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     if config_name is None:
         sys.exit(fn(rest))
     task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(fn)
+    if command in ("sample", "eval"):
+        rest = quote_paths(rest)
     sys.argv = [f"gen-bench-{command}", *rest]
     task()
 

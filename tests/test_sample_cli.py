@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
 
 from gen_bench.checkpoint import load_run, run_dir_of
+from gen_bench.cli import quote_paths
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.sample import sample_command
@@ -73,13 +74,20 @@ def test_run_dir_of_a_checkpoint(tmp_path):
 
 
 def test_the_command_line(ddpm_run, tmp_path):
-    run = tmp_path / "runs" / "data=ring8,model=ddpm"  # named like gen-bench runs: needs quoting
+    run = tmp_path / "runs" / "data=ring8,model=ddpm"  # named like gen-bench runs: '=' and ','
     shutil.copytree(ddpm_run / "checkpoints", run / "checkpoints")
-    r = run_cli(["sample", f"ckpt='{run}'", "n=8", "sampler=ddim", "sampler.steps=3", "sampler.eta=1.0",
-                 f"out={tmp_path / 'cli'}"], cwd=tmp_path / "runs")
+    r = run_cli(["sample", f"ckpt={run}", "n=8", "sampler=ddim", "sampler.steps=3", "sampler.eta=1.0",
+                 f"out={tmp_path / 'cli'}"], cwd=tmp_path / "runs")  # unquoted: the command quotes it
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "cli" / "scatter.png").is_file() and "ddim3_eta1" in r.stdout
     assert list((tmp_path / "runs").iterdir()) == [run]  # nothing written in the working directory
+
+
+def test_path_arguments_are_quoted_for_hydra_only_when_needed():
+    assert quote_paths(["ckpt=runs/data=ring8,model=ddpm", "n=8", "out=a,b", "sampler.steps=3"]) == [
+        "ckpt='runs/data=ring8,model=ddpm'", "n=8", "out='a,b'", "sampler.steps=3"]
+    assert quote_paths(["ckpt='runs/a=b'", "ckpt=runs/plain", "out_dir=x/it's=1"]) == [
+        "ckpt='runs/a=b'", "ckpt=runs/plain", "out_dir=\"x/it's=1\""]
 
 
 def test_ckpt_is_mandatory():
