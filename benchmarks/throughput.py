@@ -1,4 +1,4 @@
-"""Training throughput on CPU: gen-bench (Lightning) vs the same networks in a bare PyTorch loop.
+"""Training throughput: gen-bench (Lightning) vs the same networks in a bare PyTorch loop.
 
 For each model, the default ``data=digits`` config (32x32, batch 64) is trained twice over the same
 data stream: once by ``run_training`` (Lightning: loggers, checkpointing, progress bar, EMA... all
@@ -10,6 +10,15 @@ ratio bare / gen-bench is the framework overhead (target: <= 1.10). Each measure
 
     .venv/bin/python benchmarks/throughput.py
     .venv/bin/python benchmarks/throughput.py --models ddpm --batches 20
+
+On a GPU (``--device cuda``; peak memory is reported too), with the options both paths share:
+``--precision bf16-mixed`` (Lightning's precision plugin / ``torch.autocast`` in the bare loop),
+``--channels-last`` and ``--compile`` (gen-bench's ``channels_last=true compile=true``: the same
+model methods in the bare loop). The paper-sized DDPM on 3x32x32 data, offline (``shapes`` has
+CIFAR-10's shape), with a CIFAR batch:
+
+    python benchmarks/throughput.py --device cuda --data shapes --models ddpm_cifar dcgan \
+        --precision bf16-mixed --channels-last --compile data.batch_size=128
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from gen_bench.models import build_model
 from gen_bench.models.wgan_gp import gradient_penalty
 from gen_bench.train import run_training
 
-DEFAULT_BATCHES = {"dcgan": 150, "wgan_gp": 150, "ddpm": 40}
+DEFAULT_BATCHES = {"dcgan": 150, "wgan_gp": 150, "ddpm": 40, "ddpm_cifar": 20}
 
 
 class Timer(Callback):
@@ -46,18 +55,32 @@ class Timer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.seen == self.warmup:
+            synchronize()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen += 1
         if self.seen == self.warmup + self.batches:
+            synchronize()
             Timer.results.append(time.perf_counter() - self.start)
             trainer.should_stop = True
 
 
+def option_overrides(args: argparse.Namespace) -> list[str]:
+    """The run options as gen-bench overrides (the bare loop reads them from the config too)."""
+    over = [f"data={args.data}", f"trainer.precision={args.precision}"]
+    if args.device == "cuda":
+        over.append("trainer=gpu")
+    if args.channels_last:
+        over.append("channels_last=true")
+    if args.compile:
+        over.append("compile=true")
+    return over
+
+
 def compose_cfg(model: str, run_dir: Path, extra: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[f"model={model}", "data=digits", f"run_dir={run_dir}",
+        return compose("train", overrides=[f"model={model}", f"run_dir={run_dir}",
                                            "callbacks.sample_grid=null", "eval.enabled=false",
                                            "trainer.max_steps=100000",
                                            "overwrite=true", *extra])
@@ -77,12 +100,24 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_cfg(model, Path(tmp), extra)
     L.seed_everything(cfg.seed)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     dm = instantiate(cfg.data)
-    net = build_model(cfg.model, dm.spec)
+    dm.prepare_data()
+    dm.setup("fit")
+    net = build_model(cfg.model, dm.spec).to(device)
+    if cfg.channels_last:
+        net.use_channels_last()
+    if cfg.compile:
+        net.compile_networks(**cfg.compile_kwargs)
+    bf16 = cfg.trainer.precision == "bf16-mixed"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     loader = dm.train_dataloader()
-    to_model = net.to_model_space
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
-    if model == "ddpm":
+    def to_model(x: torch.Tensor) -> torch.Tensor:
+        return net.to_model_space(x.to(device, non_blocking=True).contiguous(memory_format=memory_format))
+
+    if hasattr(net, "diffusion"):
         opt = net.optimizer(net.denoiser.parameters())
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / net.warmup_steps))
         ema_cfg = cfg.model.ema
@@ -90,7 +125,8 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
         ema_decay = lambda n: min(ema_cfg.decay, (1 + n) / (ema_cfg.warmup + n))  # noqa: E731
 
         def step(x: torch.Tensor, i: int) -> None:
-            loss = net.diffusion.loss(net.denoiser, to_model(x))
+            with autocast:
+                loss = net.diffusion.loss(net.denoiser, to_model(x))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.denoiser.parameters(), net.grad_clip)
@@ -103,7 +139,7 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
         opt_g, opt_d = net.configure_optimizers()
 
         def latent(n: int) -> torch.Tensor:
-            return torch.randn(n, gen.latent_dim)
+            return torch.randn(n, gen.latent_dim, device=device)
 
         def toggle(train_g: bool) -> None:  # what Lightning's toggle_optimizer does
             gen.requires_grad_(train_g)
@@ -112,28 +148,31 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
         def step(x: torch.Tensor, i: int) -> None:
             real = to_model(x)
             n = real.shape[0]
-            if model == "wgan_gp":
-                toggle(False)
-                with torch.no_grad():
-                    fake = gen(latent(n))
-                scores = critic(torch.cat([real, fake]))
-                gp = gradient_penalty(critic, real, fake)
-                loss_d = scores[n:].mean() - scores[:n].mean() + net.gp_weight * gp
-            else:
-                fake = gen(latent(n))  # as DCGAN.training_step: before toggling, reused by the G step
-                toggle(False)
-                logits_real, logits_fake = critic(real), critic(fake.detach())
-                loss_d = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
-                          + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+            with autocast:
+                if model == "wgan_gp":
+                    toggle(False)
+                    with torch.no_grad():
+                        fake = gen(latent(n))
+                    scores = critic(torch.cat([real, fake]))
+                    gp = gradient_penalty(critic, real, fake)
+                    loss_d = scores[n:].mean() - scores[:n].mean() + net.gp_weight * gp
+                else:
+                    fake = gen(latent(n))  # as DCGAN.training_step: before toggling, reused by the G step
+                    toggle(False)
+                    logits_real, logits_fake = critic(real), critic(fake.detach())
+                    ones, zeros = torch.ones_like(logits_real), torch.zeros_like(logits_fake)
+                    loss_d = (F.binary_cross_entropy_with_logits(logits_real, ones)
+                              + F.binary_cross_entropy_with_logits(logits_fake, zeros))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             if model == "wgan_gp" and (i + 1) % net.n_critic:
                 return
             toggle(True)
-            out = critic(gen(latent(n)) if model == "wgan_gp" else fake)
-            loss_g = -out.mean() if model == "wgan_gp" else F.binary_cross_entropy_with_logits(
-                out, torch.ones_like(out))
+            with autocast:
+                out = critic(gen(latent(n)) if model == "wgan_gp" else fake)
+                loss_g = -out.mean() if model == "wgan_gp" else F.binary_cross_entropy_with_logits(
+                    out, torch.ones_like(out))
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -142,11 +181,28 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
     start = 0.0
     for i, (x, _) in enumerate(loader):
         if i == warmup:
+            synchronize()
             start = time.perf_counter()
         if i == warmup + batches:
+            synchronize()
             return time.perf_counter() - start
         step(x, i)
     raise RuntimeError("the loader ended early")
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_memory_gib(fn, *args) -> tuple[float, float | None]:
+    """``fn(*args)`` (seconds) and the peak GPU memory allocated meanwhile, in GiB (None on CPU)."""
+    if not torch.cuda.is_available():
+        return fn(*args), None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    seconds = fn(*args)
+    return seconds, torch.cuda.max_memory_allocated() / 2**30
 
 
 def main() -> None:
@@ -157,31 +213,49 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (e.g. logger=csv)")
+    parser.add_argument("--data", default="digits", help="data config (shapes: 3x32x32, offline)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last=true (image models)")
+    parser.add_argument("--compile", action="store_true", help="compile=true (torch.compile, inductor)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (e.g. data.batch_size=128)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+    overrides = [*option_overrides(args), *args.overrides]
 
     rows = []
     for model in args.models:
-        batches = args.batches or DEFAULT_BATCHES[model]
-        bare, framework = [], []
+        batches = args.batches or DEFAULT_BATCHES.get(model, 40)
+        bare, framework, peaks = [], [], []
         for _ in range(args.repeats):
-            bare.append(bare_seconds(model, args.warmup, batches, args.overrides))
-            framework.append(lightning_seconds(model, args.warmup, batches, args.overrides))
+            seconds, peak = peak_memory_gib(bare_seconds, model, args.warmup, batches, overrides)
+            bare.append(seconds)
+            seconds, peak_f = peak_memory_gib(lightning_seconds, model, args.warmup, batches, overrides)
+            framework.append(seconds)
+            peaks.append((peak, peak_f))
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            bs = compose("train", overrides=["data=digits", *args.overrides]).data.batch_size
+            bs = compose("train", overrides=overrides).data.batch_size
         b, f = bs * batches / min(bare), bs * batches / min(framework)
-        rows.append((model, batches, bs, b, f))
+        rows.append((model, batches, b, f, peaks[-1]))
         print(f"[throughput] {model}: bare {[round(t, 2) for t in bare]} s, gen-bench "
               f"{[round(t, 2) for t in framework]} s for {batches} batches", flush=True)
 
-    print(f"\nCPU training throughput, default digits config (32x32, batch {bs}), "
-          f"{torch.get_num_threads()} torch threads, best of {args.repeats}")
-    print("| model | timed batches | bare PyTorch (samples/s) | gen-bench (samples/s) | bare / gen-bench |")
-    print("|---|---|---|---|---|")
-    for model, batches, _, b, f in rows:
-        print(f"| {model} | {batches} | {b:.0f} | {f:.0f} | {b / f:.3f}x |")
+    where = (torch.cuda.get_device_name() if args.device == "cuda"
+             else f"CPU, {torch.get_num_threads()} torch threads")
+    opts = ", ".join(o for o, on in (("channels_last", args.channels_last), ("torch.compile", args.compile))
+                     if on)
+    print(f"\nTraining throughput, data={args.data} (batch {bs}), {where}, {args.precision}"
+          f"{', ' + opts if opts else ''}, best of {args.repeats}")
+    gpu = args.device == "cuda"
+    print("| model | timed batches | bare PyTorch (samples/s) | gen-bench (samples/s) | bare / gen-bench |"
+          + (" peak memory bare / gen-bench (GiB) |" if gpu else ""))
+    print("|---|---|---|---|---|" + ("---|" if gpu else ""))
+    for model, batches, b, f, (pb, pf) in rows:
+        mem = f" {pb:.2f} / {pf:.2f} |" if gpu else ""
+        print(f"| {model} | {batches} | {b:.0f} | {f:.0f} | {b / f:.3f}x |{mem}")
 
 
 if __name__ == "__main__":

@@ -211,6 +211,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         datamodule = instantiate(cfg.data)
         model = build_model(cfg.model, datamodule.spec)
         _check_training_sampler(cfg.model, model)
+        if cfg.get("channels_last"):
+            model.use_channels_last()
+        if cfg.get("compile"):
+            model.compile_networks(**(cfg.get("compile_kwargs") or {}))
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

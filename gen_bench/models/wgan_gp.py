@@ -9,12 +9,16 @@ a resumed run continues the n_critic cycle exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
 from gen_bench.models.gan import GANBase, OptimizerFactory
+
+log = logging.getLogger(__name__)
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None,
@@ -74,6 +78,12 @@ class WGANGP(GANBase):
         self.n_critic = n_critic
         self.gp_weight = gp_weight
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
+
+    def compile_networks(self, **kwargs) -> None:
+        """Compile the generator only: the critic's gradient penalty differentiates through its
+        gradient (double backward), which ``torch.compile`` does not support."""
+        log.info("compile: the WGAN-GP critic stays eager (its gradient penalty needs double backward)")
+        self.generator.compile(**kwargs)
 
     def configure_optimizers(self):
         return (self.optimizer_g(self.generator.parameters()),
