@@ -43,8 +43,8 @@ def test_channels_last_converts_conv_weights_and_image_batches(tmp_path):
     model.use_channels_last()
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
     x = torch.rand(4, 1, 16, 16)
-    out = model.on_after_batch_transfer((x, torch.zeros(4)), 0)
-    assert out[0].is_contiguous(memory_format=torch.channels_last) and torch.equal(out[0], x)
+    out = model.to_model_space(x)
+    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, x * 2 - 1)
     toy = build_model(compose_train(["model=dcgan", "data=ring8"], tmp_path).model,
                       instantiate(compose_train(["data=ring8"], tmp_path).data).spec)
     toy.use_channels_last()  # nothing to convert on 2-D data

@@ -49,15 +49,14 @@ class GenerativeModule(L.LightningModule):
         for net in self.networks().values():
             net.compile(**kwargs)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].ndim == 4:
-            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
-
     # --- data space <-> model space ---------------------------------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:
-        """[0, 1] images -> [-1, 1]; toy data unchanged."""
-        return x if self.spec.kind == "toy2d" else x * 2 - 1
+        """[0, 1] images -> [-1, 1] (NHWC with :meth:`use_channels_last`); toy data unchanged."""
+        if self.spec.kind == "toy2d":
+            return x
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x * 2 - 1
 
     def to_data_space(self, x: Tensor) -> Tensor:
         """[-1, 1] images -> [0, 1] (clamped); toy data unchanged."""
