@@ -108,12 +108,16 @@ class TrainingState(Callback):
         self.batches_seen += 1
 
     def on_train_end(self, trainer, pl_module) -> None:
-        # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too.
+        # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too, and tell
+        # the callback, or its own on_train_end (it runs after this one) writes last-v1.ckpt.
         for cb in trainer.callbacks:
             if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
                     and cb._last_global_step_saved != trainer.global_step):
-                trainer.save_checkpoint(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+                path = str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+                cb.last_model_path = path  # part of the saved callback state, so set before saving
+                trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
                 cb._last_global_step_saved = trainer.global_step
+                cb._last_checkpoint_saved = path
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -27,6 +27,9 @@ def _check_run(run_dir: Path, steps: int, grid: str) -> dict:
         assert (run_dir / name).is_file(), f"missing {name}"
     summary = read_json(run_dir / "metrics.json")
     assert summary["status"] == "completed" and summary["steps"] == steps
+    # steps is not a multiple of the checkpoint interval: the final step is in last.ckpt, once
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == steps
     assert summary["batches_seen"] == steps  # one D and one G update per batch
     assert summary["wall_time_s"] > 0
     for key in ("train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/noise_sigma"):
