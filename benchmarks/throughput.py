@@ -255,7 +255,8 @@ def main() -> None:
     print("|---|---|---|---|---|" + ("---|" if gpu else ""))
     for model, batches, b, f, (pb, pf) in rows:
         mem = f" {pb:.2f} / {pf:.2f} |" if gpu else ""
-        print(f"| {model} | {batches} | {b:.0f} | {f:.0f} | {b / f:.3f}x |{mem}")
+        rate = lambda r: f"{r:.0f}" if r >= 10 else f"{r:.2f}"  # noqa: E731
+        print(f"| {model} | {batches} | {rate(b)} | {rate(f)} | {b / f:.3f}x |{mem}")
 
 
 if __name__ == "__main__":
