@@ -45,6 +45,8 @@ def sample_command(cfg: DictConfig) -> None:
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
     model, _, run_cfg, ckpt = load_run(cfg.ckpt, map_location=resolve_device(cfg.device))
+    if hasattr(model, "progress"):  # a diffusion model: show its sampling steps
+        model.progress = True
     if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
         model.ema_weights = None
     uses_ema = getattr(model, "ema_weights", None) is not None

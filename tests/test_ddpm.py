@@ -102,6 +102,9 @@ def test_defaults_follow_ho_et_al(tmp_path):
     toy = build_model(compose_train(["model=ddpm", "data=ring8"], tmp_path).model, TOY)
     assert lr(model) == 2e-4 and lr(toy) == 1e-3  # the MLP on 2-D data: 1e-3
     assert cfg.model.ema.decay == 0.999 and cfg.model.ema.warmup > 0
+    assert cfg.model.progress is True  # the sampling bar follows the trainer's
+    quiet = compose_train(["model=ddpm", "trainer.enable_progress_bar=false"], tmp_path)
+    assert quiet.model.progress is False
     cosine = build_model(compose_train(["model=ddpm", "model.diffusion.schedule=cosine"], tmp_path).model,
                          DataSpec(kind="image", shape=(1, 16, 16)))
     assert cosine.diffusion.schedule == "cosine"

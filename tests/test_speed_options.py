@@ -15,7 +15,8 @@ FAST = [*QUIET, "eval.enabled=false", "callbacks.sample_grid.num_samples=4"]
 
 
 def _weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["state_dict"]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    return ckpt["state_dict"]
 
 
 @pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
