@@ -21,12 +21,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from gen_bench.io import atomic_open, atomic_write_json
 
 MANIFEST = "assets.json"
 ENV_DIR = "GEN_BENCH_ASSETS"
@@ -83,18 +84,9 @@ def assets_dirs(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while block := response.read(1 << 20):
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(dest, suffix=".part") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        while block := response.read(1 << 20):
+            out.write(block)
 
 
 def fetch(to: str | os.PathLike[str], names: Sequence[str] | None = None, force: bool = False,
@@ -128,7 +120,7 @@ def fetch(to: str | os.PathLike[str], names: Sequence[str] | None = None, force:
                              f"with the published {asset.sha256_prefix}; it was removed")
         manifest[asset.name] = {"file": asset.filename, "url": asset.url, "sha256": digest,
                                 "bytes": dest.stat().st_size, "used_by": asset.used_by}
-        _write_json(manifest_path, manifest)
+        atomic_write_json(manifest_path, manifest)
     return manifest
 
 
@@ -175,12 +167,6 @@ def _asset(name: str) -> Asset:
     if name not in ASSETS:
         raise ValueError(f"unknown asset {name!r}; valid: {', '.join(ASSETS)}")
     return ASSETS[name]
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    from gen_bench.io import atomic_write_json
-
-    atomic_write_json(path, obj)
 
 
 def assets_command(argv: Sequence[str]) -> int:

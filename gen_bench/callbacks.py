@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
+from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
 
@@ -49,11 +49,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file and rename, so a killed run keeps its last good one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        with atomic_open(path) as f:  # streamed: no in-memory copy of the whole checkpoint
+            torch.save(checkpoint, f)
 
 
 class TrainingState(Callback):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
-from gen_bench.io import atomic_write_bytes
+from gen_bench.io import atomic_open
 from gen_bench.models import GenerativeModule
 from gen_bench.viz import save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
@@ -67,7 +66,6 @@ def sample_command(cfg: DictConfig) -> None:
         path = save_image_grid(samples[:, :, 0] if samples.ndim == 5 else samples, out / "samples.png")
         if samples.ndim == 5:  # video: also every clip animated and a frame grid
             path = save_video_samples(samples, out, "samples")["gif"]
-    buffer = io.BytesIO()
-    torch.save(samples, buffer)
-    atomic_write_bytes(out / "samples.pt", buffer.getvalue())
+    with atomic_open(out / "samples.pt") as f:
+        torch.save(samples, f)
     print(f"[gen-bench] {cfg.n} samples ({title}) in {seconds:.1f} s -> {path}")

@@ -9,7 +9,6 @@ that compute the same entry at once (DDP ranks, parallel runs) never read a half
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gen_bench.io import atomic_write_bytes
+from gen_bench.io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +52,10 @@ def entry_path(cache_dir: Path, kind: str, stem: str, fields: Mapping[str, Any])
 
 def save_entry(path: Path, fields: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
     """Write ``{"fields", "payload"}`` atomically."""
-    buffer = io.BytesIO()
     fields = json.loads(json.dumps(fields, default=str))  # what load_entry compares with
     entry = {"format": FORMAT, "fields": fields, "payload": dict(payload)}
-    torch.save(entry, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_open(path) as f:
+        torch.save(entry, f)
 
 
 def load_entry(path: Path, fields: Mapping[str, Any]) -> dict[str, Any] | None:
