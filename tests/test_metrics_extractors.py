@@ -13,10 +13,17 @@ import gen_bench.metrics.classifier as classifier_module
 from gen_bench.assets import sha256_of
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics import inception as inception_module
-from gen_bench.metrics.extractors import ExtractorRequest, IdentityExtractor, auto_extractor, build_extractor
+from gen_bench.metrics.extractors import (
+    ExtractorRequest,
+    IdentityExtractor,
+    auto_extractor,
+    build_extractor,
+    register_extractor,
+)
 from gen_bench.metrics.fid import FeatureStats
 from gen_bench.metrics.reference import reference_features
 from gen_bench.metrics.settings import ClassifierOptions, EvalSettings
+from gen_bench.metrics.video import build_video_extractor, register_video_extractor
 
 from conftest import compose_train
 
@@ -53,6 +60,14 @@ def test_unknown_extractor_lists_the_valid_ones(digits, tmp_path):
     valid = "valid: classifier, identity, inception, random"
     with pytest.raises(ValueError, match=f"unknown feature extractor 'vgg'; {valid}"):
         build_extractor("vgg", ExtractorRequest(digits.spec, digits, settings(tmp_path)))
+    video_valid = "valid: i3d, random3d, trained3d"
+    with pytest.raises(ValueError, match=f"unknown video extractor 'c3d'; {video_valid}"):
+        build_video_extractor("c3d", ExtractorRequest(digits.spec, digits, settings(tmp_path)))
+    with pytest.raises(ValueError, match="video extractors need video data, got image"):
+        build_video_extractor("random3d", ExtractorRequest(digits.spec, digits, settings(tmp_path)))
+    for register, taken in ((register_extractor, "random"), (register_video_extractor, "random3d")):
+        with pytest.raises(ValueError, match=f"'{taken}' is already registered"):
+            register(taken)(lambda request: None)
 
 
 def test_auto_picks_identity_classifier_or_random(digits, tmp_path, no_inception_weights):

@@ -92,16 +92,37 @@ ExtractorBuilder = Callable[[ExtractorRequest], FeatureExtractor]
 EXTRACTORS: dict[str, ExtractorBuilder] = {}
 
 
-def register_extractor(name: str) -> Callable[[ExtractorBuilder], ExtractorBuilder]:
-    """Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.extractor=name``."""
+def registrar(table: dict[str, ExtractorBuilder], what: str) -> Callable[[str], Callable]:
+    """``register(name)``, a decorator that adds a builder to ``table`` under a new ``name``."""
 
-    def decorate(builder: ExtractorBuilder) -> ExtractorBuilder:
-        if name in EXTRACTORS:
-            raise ValueError(f"feature extractor {name!r} is already registered")
-        EXTRACTORS[name] = builder
-        return builder
+    def register(name: str) -> Callable[[ExtractorBuilder], ExtractorBuilder]:
+        def decorate(builder: ExtractorBuilder) -> ExtractorBuilder:
+            if name in table:
+                raise ValueError(f"{what} {name!r} is already registered")
+            table[name] = builder
+            return builder
 
-    return decorate
+        return decorate
+
+    return register
+
+
+def lookup(table: dict[str, ExtractorBuilder], what: str, name: str) -> ExtractorBuilder:
+    """The builder registered as ``name``; a ValueError listing the registered ones otherwise."""
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))} (or auto)")
+    return table[name]
+
+
+def construct(builder: ExtractorBuilder, request: ExtractorRequest) -> FeatureExtractor:
+    """``builder(request)`` on ``request.device``, leaving the global RNG as it was (layer
+    constructors draw default initialisations)."""
+    with torch.random.fork_rng(devices=[]):
+        return builder(request).to(request.device)
+
+
+#: Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.extractor=name``.
+register_extractor = registrar(EXTRACTORS, "feature extractor")
 
 
 def build_extractor(name: str, request: ExtractorRequest) -> FeatureExtractor:
@@ -110,11 +131,7 @@ def build_extractor(name: str, request: ExtractorRequest) -> FeatureExtractor:
     Raises:
         ValueError: For an unknown name, listing the registered ones.
     """
-    if name not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {name!r}; valid: {', '.join(sorted(EXTRACTORS))} "
-                         "(or auto)")
-    with torch.random.fork_rng(devices=[]):  # layer constructors draw default inits: keep the global RNG
-        return EXTRACTORS[name](request).to(request.device)
+    return construct(lookup(EXTRACTORS, "feature extractor", name), request)
 
 
 def auto_extractor(spec: DataSpec, settings: EvalSettings) -> str:

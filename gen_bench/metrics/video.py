@@ -46,7 +46,7 @@ from gen_bench.assets import ASSETS, assets_dirs, sha256_of
 from gen_bench.data.spec import DataSpec
 from gen_bench.data.video import BouncingBalls
 from gen_bench.metrics.cache import entry_path, load_entry, save_entry
-from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, construct, lookup, registrar
 from gen_bench.metrics.fid import FID, FeatureStats, frechet_distance
 from gen_bench.metrics.reference import frames, iter_split, reference_features, subset_indices
 from gen_bench.metrics.settings import EvalSettings, Trained3DOptions
@@ -86,16 +86,8 @@ VideoExtractorBuilder = Callable[[ExtractorRequest], FeatureExtractor]
 VIDEO_EXTRACTORS: dict[str, VideoExtractorBuilder] = {}
 
 
-def register_video_extractor(name: str) -> Callable[[VideoExtractorBuilder], VideoExtractorBuilder]:
-    """Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.video.extractor=name``."""
-
-    def decorate(builder: VideoExtractorBuilder) -> VideoExtractorBuilder:
-        if name in VIDEO_EXTRACTORS:
-            raise ValueError(f"video extractor {name!r} is already registered")
-        VIDEO_EXTRACTORS[name] = builder
-        return builder
-
-    return decorate
+#: Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.video.extractor=name``.
+register_video_extractor = registrar(VIDEO_EXTRACTORS, "video extractor")
 
 
 def find_i3d_weights(settings: EvalSettings) -> Path | None:
@@ -121,13 +113,10 @@ def build_video_extractor(name: str, request: ExtractorRequest) -> FeatureExtrac
     """
     if name == "auto":
         name = auto_video_extractor(request.settings)
-    if name not in VIDEO_EXTRACTORS:
-        raise ValueError(f"unknown video extractor {name!r}; valid: {', '.join(sorted(VIDEO_EXTRACTORS))} "
-                         "(or auto)")
+    builder = lookup(VIDEO_EXTRACTORS, "video extractor", name)
     if request.spec.kind != "video":
         raise ValueError(f"video extractors need video data, got {request.spec.kind}")
-    with torch.random.fork_rng(devices=[]):
-        return VIDEO_EXTRACTORS[name](request).to(request.device)
+    return construct(builder, request)
 
 
 # --- 3-D conv nets -------------------------------------------------------------------------------------
