@@ -38,9 +38,6 @@ def run_slug(override_dirname: str) -> str:
     return slug
 
 
-DATA_KINDS = ("image", "toy2d", "video")
-
-
 def per_kind(options: dict, *, _root_) -> object:
     """``${per_kind:{image: 2e-4, toy2d: 2e-3}}``: the value for the run's data kind (``data.kind``).
 
