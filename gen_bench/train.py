@@ -226,10 +226,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
-            callbacks.append(instantiate(cfg.model.ema))
-        # the guard first: a diverged step stops before any callback evaluates or saves NaN weights
-        callbacks = [DivergenceGuard(), *callbacks, TrainingState(resolved), RunSummary(run_dir, info)]
+        # Weight EMA (its settings live with the model) comes before every callback that samples, so
+        # at step N the sample grid and the evaluation read the EMA with step N's update, as the
+        # checkpoint of step N holds it. The guard comes first of all: a diverged step stops before
+        # any callback averages, evaluates or saves NaN weights.
+        ema = [instantiate(cfg.model.ema)] if cfg.model.get("ema") is not None else []
+        callbacks = [DivergenceGuard(), *ema, *callbacks, TrainingState(resolved), RunSummary(run_dir, info)]
         _configure_wandb(cfg, run_dir)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters

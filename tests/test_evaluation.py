@@ -162,12 +162,14 @@ def test_unknown_metric_or_key_is_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(eval_cache, tmp_path_factory):
-    """The same 4-step run with evaluation every 2 steps, and without any evaluation."""
+    """The same 4-step run with evaluation every 2 steps, and without any evaluation; both with a
+    fast generator EMA (decay 0.5), so scores drawn from EMA weights one update behind would show."""
     runs = {}
     variants = {"with": ["eval=fast", "eval.every_n_steps=2"], "without": ["callbacks.evaluation=null"]}
     for name, extra in variants.items():
         run_dir = tmp_path_factory.mktemp(name)
-        common = [*TINY_IMAGE, *QUIET, "trainer.max_steps=4", f"eval.cache_dir={eval_cache}"]
+        common = [*TINY_IMAGE, *QUIET, "trainer.max_steps=4", f"eval.cache_dir={eval_cache}",
+                  "model.ema={_target_:gen_bench.ema.EMA,decay:0.5,warmup:0}"]
         cfg = compose_train([*common, *extra], run_dir)
         runs[name] = (run_dir, run_training(cfg))
     return runs
@@ -189,6 +191,8 @@ def test_training_evaluates_without_disturbing_training(trained):
 
 
 def test_eval_command_reproduces_the_training_time_scores(trained, eval_cache, tmp_path):
+    """``gen-bench eval`` of last.ckpt gives the final training-time scores: the EMA the evaluation
+    read during training already had the last step's update (decay 0.5: one update apart differs)."""
     run_dir, summary = trained["with"]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt={run_dir}", "eval=fast", f"eval.cache_dir={eval_cache}",
