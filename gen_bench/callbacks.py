@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
 import time
@@ -20,6 +21,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
+
+log = logging.getLogger(__name__)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -45,6 +48,35 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of the global RNGs of process ``rank`` of a distributed run.
+
+    Rank 0 keeps the run seed, so a one-process run draws what it always drew; every other rank gets
+    a 32-bit hash of (seed, rank), so the processes draw different latents, noise, timesteps,
+    gradient-penalty mixing weights and dropout masks (the effective fake batch is the global one).
+    """
+    if rank == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1)[0])
+
+
+def seed_process(seed: int) -> None:
+    """Seed torch (every device), numpy and Python's ``random`` with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _gather(obj: Any) -> list[Any]:
+    """``obj`` of every process, by rank (a one-element list outside a distributed run)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file and rename, so a killed run keeps its last good one."""
 
@@ -56,33 +88,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class TrainingState(Callback):
     """Makes a resumed run continue exactly where the checkpoint left off.
 
-    Lightning restores weights, optimizers and the step counter; this adds the global RNG states,
+    Lightning restores weights, optimizers and the step counter; this adds the global RNG states
+    of every process (gathered from all ranks into the checkpoint, each restored on its own rank),
     the number of batches drawn (so the data order continues), the cumulative wall time, and the
     run's config (so ``gen-bench sample`` can rebuild the model from the checkpoint alone).
 
+    It also seeds each process of a distributed run differently (:func:`rank_seed`) once the ranks
+    are known, after every process has built the same networks from the run seed.
+
     Args:
         config: The run's resolved config as a plain dict.
+        seed: The run seed (``None``: the processes are not reseeded).
     """
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, seed: int | None = None) -> None:
         self.config = config
+        self.seed = seed
         self.batches_seen = 0
         self.wall_time_before = 0.0  # seconds spent in earlier sessions of this run
         self._session_start = time.perf_counter()
-        self._pending_rng: dict[str, Any] | None = None
+        self._pending_rng: list[dict[str, Any]] | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # After the strategy has set up the processes (ranks known) and the datamodule has been set
+        # up, before DDP wraps the model (it broadcasts rank 0's weights) and before any batch.
+        if self.seed is not None and trainer.world_size > 1:
+            seed_process(rank_seed(self.seed, trainer.global_rank))
 
     @property
     def wall_time(self) -> float:
         return self.wall_time_before + time.perf_counter() - self._session_start
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_seen": self.batches_seen, "rng": capture_rng(), "wall_time": self.wall_time}
+        # Every process saves a checkpoint's state (only rank 0 writes it): gather all RNG states.
+        rng = _gather(capture_rng())
+        return {"batches_seen": self.batches_seen, "rng": rng[0], "rng_per_rank": rng,
+                "wall_time": self.wall_time}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches_seen = state["batches_seen"]
         self.wall_time_before = state["wall_time"]
         self._session_start = time.perf_counter()
-        self._pending_rng = state["rng"]
+        self._pending_rng = state.get("rng_per_rank") or [state["rng"]]
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["gen_bench"] = {"config": self.config}
@@ -98,7 +145,17 @@ class TrainingState(Callback):
         # Restored here rather than at load time: between loading and the first batch Lightning
         # and the loaders draw random numbers that an uninterrupted run drew at its start instead.
         if self._pending_rng is not None:
-            restore_rng(self._pending_rng)
+            states, rank = self._pending_rng, trainer.global_rank
+            if len(states) == trainer.world_size:
+                restore_rng(states[rank])
+            else:  # resumed on another number of processes: the streams cannot continue exactly
+                log.warning("the checkpoint holds the random state of %d process(es), this run has %d: "
+                            "rank %d continues from a fresh stream (the run is no longer exactly "
+                            "reproducible)", len(states), trainer.world_size, rank)
+                if rank < len(states):
+                    restore_rng(states[rank])
+                elif self.seed is not None:
+                    seed_process(rank_seed(self.seed + trainer.global_step, rank))
             self._pending_rng = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

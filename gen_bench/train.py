@@ -231,7 +231,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         # checkpoint of step N holds it. The guard comes first of all: a diverged step stops before
         # any callback averages, evaluates or saves NaN weights.
         ema = [instantiate(cfg.model.ema)] if cfg.model.get("ema") is not None else []
-        callbacks = [DivergenceGuard(), *ema, *callbacks, TrainingState(resolved), RunSummary(run_dir, info)]
+        callbacks = [DivergenceGuard(), *ema, *callbacks, TrainingState(resolved, seed=cfg.seed),
+                     RunSummary(run_dir, info)]
         _configure_wandb(cfg, run_dir)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
