@@ -144,22 +144,56 @@ def test_default_optimizers_follow_the_dcgan_paper(tmp_path):
     assert cfg["instance_noise"]["sigma_start"] == 0.0 and cfg["grad_clip_d"] is None
 
 
-def test_gradient_clipping_bounds_the_update(tmp_path):
-    """With SGD(lr=1) the update of D equals minus its (clipped) gradient: its norm is the clip."""
+def _sgd_overrides(net: str, clip: float | None) -> list[str]:
+    """DCGAN on ring8 for one step, ``net`` trained by SGD(lr=1) (its update is minus its gradient)."""
+    opt, clip_key = ("optimizer_g", "grad_clip_g") if net == "generator" else ("optimizer_d", "grad_clip_d")
+    return ["data=ring8", "trainer.max_steps=1", "callbacks.sample_grid.every_n_steps=0",
+            f"model.{opt}._target_=torch.optim.SGD", f"~model.{opt}.betas", f"model.{opt}.lr=1.0",
+            "logger=csv", "trainer.enable_progress_bar=false", "eval.enabled=false",
+            f"model.{clip_key}={'null' if clip is None else clip}", "overwrite=true"]
+
+
+def _norm_of_change(before: dict, after: dict) -> float:
+    delta = [after[k] - v for k, v in before.items() if v.is_floating_point()]
+    return math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta))
+
+
+@pytest.mark.parametrize("net", ["generator", "discriminator"])
+def test_gradient_clipping_bounds_the_update(tmp_path, net):
+    """With SGD(lr=1) the update of a network equals minus its (clipped) gradient: its norm is the
+    clip, for G (``grad_clip_g``) and for D (``grad_clip_d``)."""
     from gen_bench.train import run_training
 
-    def d_update(clip: float | None) -> float:
-        over = ["data=ring8", "trainer.max_steps=1", "callbacks.sample_grid.every_n_steps=0",
-                "model.optimizer_d._target_=torch.optim.SGD", "~model.optimizer_d.betas",
-                "model.optimizer_d.lr=1.0", "logger=csv", "trainer.enable_progress_bar=false",
-                f"model.grad_clip_d={'null' if clip is None else clip}", "overwrite=true"]
-        cfg = compose_train(over, tmp_path / f"clip{clip}")
+    def update(clip: float | None) -> float:
+        cfg = compose_train(_sgd_overrides(net, clip), tmp_path / f"clip{clip}")
         torch.manual_seed(0)
-        before = build_model(cfg.model, TOY).discriminator.state_dict()
+        before = getattr(build_model(cfg.model, TOY), net).state_dict()
         run_training(cfg)
         after = torch.load(tmp_path / f"clip{clip}" / "checkpoints" / "last.ckpt", weights_only=False)
-        delta = [after["state_dict"][f"discriminator.{k}"] - v for k, v in before.items()]
-        return math.sqrt(sum(float((d**2).sum()) for d in delta))
+        return _norm_of_change(before, {k.removeprefix(f"{net}."): v for k, v in after["state_dict"].items()})
 
-    assert d_update(1e-3) == pytest.approx(1e-3, rel=1e-3)
-    assert d_update(None) > 0.01
+    assert update(1e-4) == pytest.approx(1e-4, rel=1e-3)
+    assert update(None) > 1e-3
+
+
+@pytest.mark.parametrize("net", ["generator", "discriminator"])
+def test_gradient_clipping_sees_unscaled_gradients_under_fp16_loss_scaling(tmp_path, net):
+    """fp16 mixed precision multiplies the loss by the scaler's factor (65536 at the start): the
+    clip must bound the true gradient, so the SGD(lr=1) update still has norm = clip (a clip of the
+    scaled gradients would give clip / 65536)."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    cfg = compose_train(_sgd_overrides(net, 1e-4), tmp_path)
+    torch.manual_seed(0)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg.model, datamodule.spec)
+    before = {k: v.clone() for k, v in getattr(model, net).state_dict().items()}
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer.fit(model, datamodule=datamodule)
+    assert scaler.get_scale() == 2.0**16  # finite gradients: the step was taken, not skipped
+    assert _norm_of_change(before, getattr(model, net).state_dict()) == pytest.approx(1e-4, rel=1e-2)

@@ -147,6 +147,7 @@ class DCGAN(GANBase):
             instance_noise = InstanceNoise(**(instance_noise or {}))
         self.instance_noise = instance_noise
         self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
+        self._clip_next: float | None = None
 
     def configure_optimizers(self):
         return (self.optimizer_g(self.generator.parameters()),
@@ -168,9 +169,18 @@ class DCGAN(GANBase):
     def _step(self, optimizer, loss: Tensor, clip: float | None) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        optimizer.step()
+        self._clip_next = clip  # applied in on_before_optimizer_step, on unscaled gradients
+        try:
+            optimizer.step()
+        finally:
+            self._clip_next = None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside optimizer.step(), after the fp16 precision plugin has unscaled
+        # the gradients and before the update: a clip applied before step() would bound the
+        # loss-scaled gradients (x65536 at the start), not the true ones.
+        if self._clip_next is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self._clip_next, gradient_clip_algorithm="norm")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
