@@ -160,6 +160,13 @@ class TrainingState(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches_seen += 1
+        # Loggers put a batch's values at Lightning's count of batches by default; gen-bench's step
+        # is the main network's update (trainer.global_step), the unit of metrics.json, checkpoints
+        # and evaluations. A logged "step" sets the loggers' x-axis (CSV, loss plot, wandb), so
+        # WGAN-GP's critic batches share their generator step's row instead of counting as steps.
+        # Logged here, before ModelCheckpoint (callbacks run before the model's hooks, checkpoints
+        # last), whose file names read the same "step".
+        pl_module.log("step", float(trainer.global_step), logger=True, prog_bar=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too, and tell

@@ -59,7 +59,9 @@ def test_toy_run_writes_a_scatter_over_the_mode_centres(tmp_path):
     rows = [r for r in _csv_rows(tmp_path / "metrics.csv") if "train/noise_sigma" in r]
     assert rows, "noise sigma was not logged"
     for r in rows:
-        step_of_batch = r["step"]  # logged at the step the batch started (before the G update)
+        # rows are at gen-bench's step (updates done): row s is the batch of update s, which drew
+        # its noise at step s - 1, before that update
+        step_of_batch = r["step"] - 1
         assert r["train/noise_sigma"] == pytest.approx(0.2 * max(0.0, 1 - step_of_batch / 10), abs=1e-6)
 
 

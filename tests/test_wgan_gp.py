@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from gen_bench.callbacks import read_logged_rows
 from gen_bench.data.spec import DataSpec
 from gen_bench.models import build_model
 from gen_bench.models.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
@@ -119,6 +120,11 @@ def test_n_critic_steps_per_generator_step_and_exact_resume_mid_run(tmp_path):
     rows = (full / "metrics.csv").read_text()
     for key in ("train/wasserstein", "train/gradient_penalty", "train/loss_critic", "train/loss_g"):
         assert key in rows
+    # one unit everywhere: the CSV (and so the loss plot and wandb) counts generator steps, as
+    # metrics.json does; the critic batches of one generator step share its row
+    logged = read_logged_rows(full)
+    assert [int(r["step"]) for r in logged] == [0, 1, 2, 3, 4]
+    assert all("train/loss_g" in r for r in logged[1:])  # each generator step's own loss
 
     mid = _ckpt(full, "step0000002.ckpt")
     assert int(mid["state_dict"]["critic_steps"]) == 10  # saved right after the 2nd generator step
