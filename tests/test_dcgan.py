@@ -99,6 +99,55 @@ def test_instance_noise_sigma_anneals_linearly_to_zero():
         InstanceNoise(sigma_start=0.1, anneal_steps=0)
 
 
+class _Recorder(torch.nn.Module):
+    """Wraps a network and keeps every (input, output) of its forward passes."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, []
+        self.latent_dim = getattr(net, "latent_dim", None)
+
+    def forward(self, x):
+        out = self.net(x)
+        self.calls.append((x.detach().clone(), out.detach().clone()))
+        return out
+
+
+@pytest.mark.parametrize("step,sigma", [(0, 0.5), (3, 0.35), (10, 0.0)])
+def test_instance_noise_reaches_d_on_real_and_fake_inputs(tmp_path, step, sigma):
+    """D sees real + N(0, sigma^2) and G(z) + N(0, sigma^2), with fresh noise on each of its three
+    calls (real, fake in the D step, fake in the G step), sigma following the schedule."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["data=ring8", "data.batch_size=1024", "model.instance_noise.sigma_start=0.5",
+                         "model.instance_noise.anneal_steps=10"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg.model, datamodule.spec)
+    model.generator, model.discriminator = _Recorder(model.generator), _Recorder(model.discriminator)
+    trainer = L.Trainer(accelerator="cpu", max_steps=step + 1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.completed = step  # at step
+    real_batches = []
+
+    class KeepBatch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            real_batches.append(batch)
+
+    trainer.callbacks.append(KeepBatch())
+    trainer.fit(model, datamodule=datamodule)
+    assert model.global_step == step + 1
+    (real_in, _), (fake_in_d, _), (fake_in_g, _) = model.discriminator.calls
+    (_, fake), = model.generator.calls
+    real = real_batches[0][0]
+    noises = [real_in - real, fake_in_d - fake, fake_in_g - fake]
+    for noise in noises:
+        assert noise.std().item() == pytest.approx(sigma, rel=0.05, abs=1e-7)
+        assert noise.mean().abs().item() < 0.05 * sigma + 1e-7
+    if sigma > 0:
+        assert not torch.equal(noises[1], noises[2])  # fresh noise per call
+
+
 def test_slerp_keeps_the_norm_between_equal_norm_latents_and_hits_the_ends():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)

@@ -238,16 +238,11 @@ def _reference_sampling(net, T: int, method: str, steps: int, eta: float, n: int
     return x
 
 
-# Seeded golden numbers: MLPDenoiser(hidden=16, depth=2) initialised under torch.manual_seed(0),
-# T = 10, three samples from torch.Generator().manual_seed(0).
-GOLDEN = {
-    ("ddpm", 10, 0.0): [[1.647194, -0.284739], [-2.630801, 0.591803], [-1.169261, -1.071717]],
-    ("ddim", 4, 0.5): [[1.652652, -0.126896], [-2.320365, 0.628670], [-1.145054, -1.381474]],
-}
-
-
-@pytest.mark.parametrize("method,steps,eta", list(GOLDEN))
-def test_seeded_golden_numbers_and_independent_implementation(method, steps, eta):
+@pytest.mark.parametrize("method,steps,eta", [("ddpm", 10, 0.0), ("ddim", 4, 0.5), ("ddim", 4, 0.0)])
+def test_samplers_match_an_independent_float64_implementation(method, steps, eta):
+    """A seeded tiny denoiser (MLPDenoiser, hidden 16, T = 10) sampled by gen-bench and by the papers'
+    equations in float64 numpy with the same noise: the same samples. (No pinned output numbers:
+    those would follow torch's random stream, not the maths.)"""
     d, net = GaussianDiffusion(10), _net(0)
     sampler = DDPMSampler(d, variance="beta") if method == "ddpm" else DDIMSampler(d, steps=steps, eta=eta)
     g = torch.Generator().manual_seed(0)
@@ -255,4 +250,3 @@ def test_seeded_golden_numbers_and_independent_implementation(method, steps, eta
         got = sample_loop(net, sampler, torch.randn(3, 2, generator=g), g)
         ref = _reference_sampling(net, 10, method, steps, eta, 3, seed=0)
     np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got.numpy(), np.array(GOLDEN[method, steps, eta]), rtol=1e-4, atol=1e-5)

@@ -93,3 +93,38 @@ def test_path_arguments_are_quoted_for_hydra_only_when_needed():
 def test_ckpt_is_mandatory():
     with pytest.raises(MissingMandatoryValue, match="ckpt"):
         sample_command(compose_sample(["n=8"]))
+
+
+def test_ema_false_samples_and_scores_the_live_weights(ddpm_run, tmp_path):
+    """``ema=false`` draws from the live weights in ``gen-bench sample`` and ``gen-bench eval``; the
+    default draws from the EMA weights; the two differ (DDPM keeps an EMA by default)."""
+    from gen_bench.eval import eval_command
+    from gen_bench.evaluation import Evaluator
+
+    model, datamodule, _, _ = load_run(ddpm_run)
+    assert model.ema_weights is not None
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with_ema = model.sample(8, generator=g())
+    ema, model.ema_weights = model.ema_weights, None
+    live = model.sample(8, generator=g())
+    assert not torch.allclose(with_ema, live)
+    for flag, expected in (("true", with_ema), ("false", live)):
+        sample_command(compose_sample([f"ckpt={ddpm_run}", "n=8", "device=cpu", f"ema={flag}",
+                                       f"out={tmp_path / flag}"]))
+        assert torch.allclose(torch.load(tmp_path / flag / "samples.pt"), expected, atol=1e-6)
+
+    settings = {"name": "fast", "num_samples": 64, "batch_size": 64, "metrics": ["fid"]}
+    evaluator = Evaluator(settings, datamodule)
+    by_hand = {}
+    for flag, weights in (("true", ema), ("false", None)):
+        model.ema_weights = weights
+        by_hand[flag] = evaluator.evaluate(model).scores["fid"]["value"]
+    assert by_hand["true"] != pytest.approx(by_hand["false"], rel=1e-6)
+    for flag in ("true", "false"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("eval", overrides=[f"ckpt={ddpm_run}", f"ema={flag}", "device=cpu",
+                                             "eval.num_samples=64", "eval.batch_size=64",
+                                             "eval.metrics=[fid]", f"out_dir={tmp_path / ('eval-' + flag)}"])
+        out = eval_command(cfg)
+        assert out["eval"]["draw"]["ema"] is (flag == "true")
+        assert out["eval"]["scores"]["fid"]["value"] == pytest.approx(by_hand[flag], rel=1e-6)

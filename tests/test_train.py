@@ -80,14 +80,24 @@ def test_image_folder_run(tmp_path):
 
 
 def test_existing_run_is_never_overwritten_silently(tmp_path):
-    over = ["data=ring8", *QUIET, "trainer.max_steps=3"]
+    over = ["data=ring8", *QUIET, "trainer.max_steps=3", "callbacks.checkpoint.every_n_train_steps=2",
+            "callbacks.checkpoint.save_top_k=-1"]
     run_training(compose_train(over, tmp_path))
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     with pytest.raises(RunExistsError, match="resume=auto"):
         run_training(compose_train(over, tmp_path))
     # resume=auto on a finished run finishes at once; a longer budget continues it
     assert run_training(compose_train([*over, "resume=auto"], tmp_path))["steps"] == 3
-    assert run_training(compose_train(["data=ring8", *QUIET, "trainer.max_steps=6", "resume=auto"],
-                                      tmp_path))["steps"] == 6
+    longer = [o for o in over if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=6"]
+    assert run_training(compose_train([*longer, "resume=auto"], tmp_path))["steps"] == 6
+    assert (tmp_path / "checkpoints" / "step0000004.ckpt").is_file()
+    # overwrite=true starts again from scratch: the same weights as the first run, no stale checkpoint
+    summary = run_training(compose_train([*over, "overwrite=true"], tmp_path))
+    assert summary["steps"] == 3 and summary["status"] == "completed"
+    again = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert again["global_step"] == 3
+    assert all(torch.equal(first[k], again["state_dict"][k]) for k in first)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step0000002.ckpt"]
 
 
 def _csv_rows(path: Path) -> list[dict[str, float]]:
