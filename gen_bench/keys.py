@@ -14,3 +14,5 @@ LOSS_D_SPATIAL = "train/loss_d_spatial"
 LOSS_D_TEMPORAL = "train/loss_d_temporal"
 SCORE_REAL = "train/score_real_{}"  # mean raw D score of real clips, per discriminator (DVD-GAN)
 SCORE_FAKE = "train/score_fake_{}"
+R1_PENALTY = "train/r1_penalty"  # E||grad_x D||^2 on real data (R3GAN)
+R2_PENALTY = "train/r2_penalty"  # the same on generated data

@@ -63,6 +63,12 @@ def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> nn.Mo
     return module
 
 
+def uses_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` holds a batch-norm layer, which mixes the samples of a batch: a per-sample
+    gradient penalty (WGAN-GP's, R1/R2) is then not per sample any more."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 class GANBase(EMASampling, GenerativeModule):
     """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation.
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.models.gan import GANBase, OptimizerFactory
+from gen_bench.models.gan import GANBase, OptimizerFactory, uses_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class WGANGP(GANBase):
         super().__init__(spec, generator)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()):
+        if uses_batch_norm(critic):
             raise ValueError("a WGAN-GP critic must not use batch norm (the gradient penalty is per sample); "
                              "use norm: layer or none")
         self.critic = critic

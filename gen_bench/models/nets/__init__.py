@@ -17,3 +17,7 @@ __all__ += ["MLPDenoiser", "UNet"]
 from gen_bench.models.nets.video import SpatialDiscriminator, TemporalDiscriminator, VideoGenerator  # noqa: E402
 
 __all__ += ["SpatialDiscriminator", "TemporalDiscriminator", "VideoGenerator"]
+
+from gen_bench.models.nets.resnet import ResNetDiscriminator, ResNetGenerator  # noqa: E402
+
+__all__ += ["ResNetDiscriminator", "ResNetGenerator"]
