@@ -23,7 +23,7 @@ MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 def test_config_groups_are_present():
     assert {"ring8", "grid25", "digits", "stacked_digits", "shapes", "mnist", "cifar10", "celeba",
             "image_folder"} <= set(DATA)
-    assert "dcgan" in MODELS
+    assert {"dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -44,6 +44,9 @@ def test_every_model_and_dataset_config_composes_and_builds(tmp_path, model, dat
     ("wgan_gp", ("optimizer_g.lr", "optimizer_critic.lr"), 5e-4, 1e-4),
     ("wgan_gp", ("gp_weight",), 1.0, 10.0),
     ("ddpm", ("optimizer.lr",), 1e-3, 2e-4),
+    ("r3gan", ("optimizer_g.lr", "optimizer_d.lr"), 2e-3, 2e-4),
+    ("r3gan", ("gamma",), 0.1, 0.05),
+    ("flow_matching", ("optimizer.lr",), 1e-3, 2e-4),
 ])
 def test_per_kind_settings_follow_data_kind_and_the_command_line_wins(tmp_path, model, keys, toy, image):
     for data, want in (("ring8", toy), ("grid25", toy), ("digits", image), ("mnist", image)):

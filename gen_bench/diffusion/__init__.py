@@ -14,3 +14,17 @@ __all__ = [
     "linear_beta_schedule",
     "sample_loop",
 ]
+
+# DPM-Solver++ and flow matching (the straight path and its ODE samplers)
+from gen_bench.diffusion.dpm_solver import DPMSolverPP  # noqa: E402
+from gen_bench.diffusion.flow import (  # noqa: E402
+    EulerSampler,
+    FlowSampler,
+    HeunSampler,
+    RectifiedFlow,
+    flow_sample_loop,
+)
+from gen_bench.diffusion.samplers import MultistepSampler, sampler_class  # noqa: E402
+
+__all__ += ["DPMSolverPP", "EulerSampler", "FlowSampler", "HeunSampler", "MultistepSampler", "RectifiedFlow",
+            "flow_sample_loop", "sampler_class"]

@@ -4,11 +4,15 @@ A sampler is bound to a :class:`GaussianDiffusion` and a few settings when it is
 changes afterwards: ``step(model_output, t, t_prev, x_t, generator) -> x_prev`` is a function of
 its arguments alone, so steps may be called in any order (and tested one at a time).
 ``timesteps()`` lists the ``(t, t_prev)`` pairs of a full trajectory, ``t_prev = -1`` meaning x_0.
-``model_output`` is the network's epsilon prediction at ``(x_t, t)``.
+``model_output`` is the network's epsilon prediction at ``(x_t, t)``. A multistep sampler
+(:class:`MultistepSampler`, e.g. DPM-Solver++(2M)) also reads the previous step's prediction, which
+the caller passes in (``previous``), so its step stays a function of its arguments too.
 """
 
 from __future__ import annotations
 
+import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -139,21 +143,58 @@ class DDIMSampler:
 SamplerFactory = Callable[..., Sampler]
 
 
-def sample_loop(denoiser: Denoiser, sampler: Sampler, x_T: Tensor,
+def sampler_class(factory: Callable) -> type | None:
+    """The class a sampler factory builds: the factory itself when it is a class, the wrapped class of
+    a ``functools.partial`` (Hydra's ``_partial_: true``); ``None`` for other callables (a lambda)."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory if isinstance(factory, type) else None
+
+
+class MultistepSampler(ABC):
+    """A sampler whose step also reads the model's prediction at the previous (larger) timestep.
+
+    The caller keeps that prediction, ``carry(...)`` of the previous step, and passes it back as
+    ``previous=(t_last, prediction)`` (``None`` at the first step), so ``step`` stays pure.
+    """
+
+    label: str
+
+    @abstractmethod
+    def timesteps(self) -> list[tuple[int, int]]: ...
+
+    @abstractmethod
+    def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
+             generator: torch.Generator | None = None, previous: tuple[int, Tensor] | None = None) -> Tensor:
+        """x_{t_prev} from x_t, the model output at (x_t, t) and, when given, the previous step's carry."""
+
+    @abstractmethod
+    def carry(self, model_output: Tensor, t: int, x_t: Tensor) -> Tensor:
+        """What the next step needs of this one (its ``previous``), e.g. the predicted x_0."""
+
+
+def sample_loop(denoiser: Denoiser, sampler: Sampler | MultistepSampler, x_T: Tensor,
                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Run ``sampler`` from x_T to x_0, calling ``denoiser(x_t, t)`` once per step.
 
     Args:
         denoiser: ``(x_t, t) -> eps`` with ``t`` a (B,) long tensor.
-        sampler: A bound sampler.
+        sampler: A bound sampler; a :class:`MultistepSampler` gets the previous step's carry.
         x_T: (B, ...) starting noise in model space.
         generator: Source of the noise added along the way.
         progress: Show a progress bar over the steps.
     """
     x = x_T
     pairs = sampler.timesteps()
+    previous = None
     # mininterval: at most one refresh a second, so logs of non-interactive runs stay readable
     for t, t_prev in tqdm(pairs, desc=f"sampling ({sampler.label})", disable=not progress, leave=False,
                           dynamic_ncols=True, mininterval=1.0):
-        x = sampler.step(denoiser(x, _full(t, x)), t, t_prev, x, generator)
+        out = denoiser(x, _full(t, x))
+        if isinstance(sampler, MultistepSampler):
+            x_prev = sampler.step(out, t, t_prev, x, generator, previous=previous)
+            previous = (t, sampler.carry(out, t, x))
+            x = x_prev
+        else:
+            x = sampler.step(out, t, t_prev, x, generator)
     return x

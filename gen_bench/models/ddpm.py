@@ -5,35 +5,33 @@ The objective holds three separate things: the network (``denoiser(x_t, t) -> ep
 sampler factory (ancestral DDPM by default; DDIM or another sampler can be swapped in with
 :meth:`DDPM.sample`'s ``sampler`` argument or by assigning ``model.sampler``, with no retraining).
 
-2-D toy data are divided by ``toy_scale`` on the way in (and multiplied on the way out), so the
-data have about unit variance, as the N(0, I) prior of the process assumes: by default the RMS of
-the dataset's mode centres (0.71 for ring8, 2.83 for grid25, whose modes reach |x| = 4).
+2-D toy data are scaled to about unit variance in model space
+(:class:`~gen_bench.models.iterative.IterativeModule`).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.diffusion import DDPMSampler, GaussianDiffusion, Sampler, SamplerFactory, sample_loop
-from gen_bench.ema import EMASampling
-from gen_bench.models.base import GenerativeModule
+from gen_bench.diffusion import (
+    DDPMSampler,
+    FlowSampler,
+    GaussianDiffusion,
+    Sampler,
+    SamplerFactory,
+    sample_loop,
+    sampler_class,
+)
 from gen_bench.models.gan import OptimizerFactory
+from gen_bench.models.iterative import IterativeModule, default_toy_scale
+
+__all__ = ["DDPM", "default_toy_scale"]
 
 
-def default_toy_scale(spec: DataSpec) -> float:
-    """RMS distance of the mode centres from the origin per coordinate (1 when the spec has none)."""
-    if not spec.mode_centers:
-        return 1.0
-    centers = torch.tensor(spec.mode_centers, dtype=torch.float64)
-    return float(centers.pow(2).mean().add((spec.mode_std or 0.0) ** 2).sqrt()) or 1.0
-
-
-class DDPM(EMASampling, GenerativeModule):
+class DDPM(IterativeModule):
     """Denoising diffusion probabilistic model.
 
     Args:
@@ -65,37 +63,12 @@ class DDPM(EMASampling, GenerativeModule):
         sample_batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, optimizer, sampler or DDPMSampler, warmup_steps, grad_clip, toy_scale,
+                         sample_batch_size, progress)
         self.denoiser = denoiser
         self.diffusion = diffusion
-        self.optimizer = optimizer
-        self.sampler = sampler or DDPMSampler
-        self.warmup_steps = warmup_steps
-        self.grad_clip = grad_clip
-        self.toy_scale = (toy_scale or default_toy_scale(spec)) if spec.kind == "toy2d" else 1.0
-        self.sample_batch_size = sample_batch_size
-        self.progress = progress
-
-    # --- data space <-> model space ---------------------------------------------------------
-    def to_model_space(self, x: Tensor) -> Tensor:
-        return x / self.toy_scale if self.spec.kind == "toy2d" else super().to_model_space(x)
-
-    def to_data_space(self, x: Tensor) -> Tensor:
-        return x * self.toy_scale if self.spec.kind == "toy2d" else super().to_data_space(x)
 
     # --- training -----------------------------------------------------------------------------
-    def configure_optimizers(self):
-        opt = self.optimizer(self.denoiser.parameters())
-        if self.warmup_steps <= 0:
-            return opt
-        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        clip = gradient_clip_val if gradient_clip_val is not None else self.grad_clip  # the trainer's wins
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.diffusion.loss(self.denoiser, self.to_model_space(batch[0]))
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
@@ -105,23 +78,12 @@ class DDPM(EMASampling, GenerativeModule):
     def bind_sampler(self, sampler: SamplerFactory | None = None) -> Sampler:
         """A sampler for this model's process, clipping predicted images to [-1, 1]."""
         factory = sampler or self.sampler
+        cls = sampler_class(factory)
+        if cls is not None and issubclass(cls, FlowSampler):
+            raise ValueError(f"DDPM samples with a diffusion sampler (sampler=ddpm | ddim | dpmpp), not the "
+                             f"flow sampler {cls.__name__} (that is for model=flow_matching)")
         return factory(self.diffusion, clip_x0=None if self.spec.kind == "toy2d" else 1.0)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               sampler: SamplerFactory | None = None) -> Tensor:
-        """Draw ``n`` samples with the model's sampler (or ``sampler``), using EMA weights if any.
-
-        All noise, x_T and the noise of every step, comes from ``generator`` when given.
-
-        Returns:
-            (n, C, H, W) images in [0, 1] or (n, 2) points in data units.
-        """
-        bound = self.bind_sampler(sampler)
-        out = []
-        with self.sampling_mode():
-            for i in range(math.ceil(n / self.sample_batch_size)):
-                m = min(self.sample_batch_size, n - i * self.sample_batch_size)
-                x_T = self.randn(m, *self.spec.shape, generator=generator)
-                x0 = sample_loop(self.denoiser, bound, x_T, generator, progress=self.progress)
-                out.append(self.to_data_space(x0))
-        return torch.cat(out)
+    def integrate(self, sampler: Sampler, noise: Tensor, generator: torch.Generator | None) -> Tensor:
+        """x_T = ``noise`` -> x_0 through ``sampler``'s steps, one denoiser call each."""
+        return sample_loop(self.denoiser, sampler, noise, generator, progress=self.progress)
