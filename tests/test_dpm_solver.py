@@ -50,10 +50,12 @@ def _map_error(sampler, d: GaussianDiffusion, x_T: torch.Tensor) -> tuple[float,
 X_T = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(0))
 
 
-def test_with_the_exact_denoiser_it_lands_on_the_gaussian_data():
+@pytest.mark.parametrize("name,steps", [("dpmpp", 50), ("ddim", 500)])
+def test_with_the_exact_denoiser_it_and_ddim_land_on_the_gaussian_data(name, steps):
     d = GaussianDiffusion(1000)
-    err, x = _map_error(DPMSolverPP(d, steps=50), d, X_T)
-    assert err < 0.01  # measured 0.0063
+    sampler = DPMSolverPP(d, steps=steps) if name == "dpmpp" else DDIMSampler(d, steps=steps)
+    err, x = _map_error(sampler, d, X_T)
+    assert err < 0.01  # measured: dpmpp2m50 0.0063, ddim500 0.0043
     assert torch.allclose(x.mean(0), MU, atol=0.01)  # within 0.01 of mu (standard error 0.002-0.006)
     assert torch.allclose(x.std(0), S, rtol=0.02)
 
