@@ -181,6 +181,13 @@ class TrainingState(Callback):
                 cb._last_checkpoint_saved = path
 
 
+class Periodic(Callback):
+    """A callback that acts every ``every_n_steps`` training steps (sample grids, evaluations); a
+    compute budget sets the interval once it knows the run's length."""
+
+    every_n_steps: int
+
+
 class StepProgressBar(TQDMProgressBar):
     """A progress bar over optimizer steps up to ``max_steps``, not over epochs."""
 
@@ -195,6 +202,8 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar = self.train_progress_bar
         step = trainer.global_step
+        if trainer.max_steps > 0 and bar.total != trainer.max_steps:  # a budget has set the length
+            bar.total = trainer.max_steps
         if step != bar.n and (step % max(1, self.refresh_rate) == 0 or step == trainer.max_steps):
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module))
@@ -205,7 +214,7 @@ def _wandb_loggers(trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
-class SampleGrid(Callback):
+class SampleGrid(Periodic):
     """Fixed-noise samples every ``every_n_steps`` steps and at the end of training.
 
     Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. Video: the same grids of

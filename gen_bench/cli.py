@@ -12,6 +12,7 @@ from gen_bench.assets import assets_command
 from gen_bench.config import config_dir
 from gen_bench.eval import eval_command
 from gen_bench.leaderboard import leaderboard_command
+from gen_bench.report import report_command
 
 USAGE = """usage: gen-bench COMMAND [key=value ...] [hydra options]
 
@@ -25,6 +26,9 @@ commands:
   assets   gen-bench assets fetch --to DIR | verify DIR: weight files for offline machines
   leaderboard  rank the runs of a sweep (mean ± std over seeds); e.g.
            gen-bench leaderboard runs/sweeps/compare_digits --metric fid --format markdown --wandb
+           gen-bench leaderboard runs/sweeps/compare_compute --x train_flops
+  report   one self-contained report.html of a sweep (tables, plots, sample grids, failures); e.g.
+           gen-bench report runs/sweeps/compare_compute
 
 Every command takes Hydra overrides; add --help after the command for its config groups,
 or --cfg job to print the composed config without running.
@@ -100,6 +104,7 @@ COMMANDS: dict[str, tuple[str | None, Callable]] = {
     "eval": ("eval", eval_command),
     "assets": (None, assets_command),
     "leaderboard": (None, leaderboard_command),
+    "report": (None, report_command),
 }
 
 

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gen_bench.callbacks import TrainingState, capture_rng, find_callback, restore_rng
+from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
+from gen_bench.compute import count_flops
 from gen_bench.metrics.cache import digest
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
 from gen_bench.metrics.reference import Reference, frames, reference_features
@@ -169,6 +169,7 @@ class Evaluator:
         self.scores: list[Score] = []
         self.skipped: dict[str, str] = {}
         self.setup_seconds = 0.0
+        self._sampling_flops: dict[str | None, float] = {}  # sampler label -> FLOPs per sample
 
     # --- setup -------------------------------------------------------------------------------------
     def setup(self, device: torch.device | str = "cpu") -> None:
@@ -218,9 +219,10 @@ class Evaluator:
     def draw_record(self, model) -> dict[str, Any]:
         s = self.settings
         diffusion = hasattr(model, "bind_sampler")
+        label = model.bind_sampler(self.sampler_factory).label if diffusion else None
         return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "batch_size": s.batch_size,
-                "sampler": model.bind_sampler(self.sampler_factory).label if diffusion else None,
-                "sampler_config": self.sampler if diffusion else None,
+                "sampler": label, "sampler_config": self.sampler if diffusion else None,
+                "sampling_flops_per_sample": self._sampling_flops.get(label),
                 "ema": getattr(model, "ema_weights", None) is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
 
@@ -249,10 +251,16 @@ class Evaluator:
         diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
         kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
+        label = model.bind_sampler(self.sampler_factory).label if hasattr(model, "bind_sampler") else None
         for b in range(lo, hi):
             n = min(s.batch_size, s.num_samples - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
-            x = model.sample(n, generator=g, **kw).detach().float().to(self.device)
+            if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
+                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, **kw))
+                self._sampling_flops[label] = flops / n
+            else:
+                x = model.sample(n, generator=g, **kw)
+            x = x.detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
             index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
@@ -319,7 +327,7 @@ class Evaluator:
         return result
 
 
-class EvaluationCallback(Callback):
+class EvaluationCallback(Periodic):
     """Evaluates every ``eval.every_n_steps`` steps and at the end of training.
 
     Logs ``val/<score>`` to every logger, keeps the history, and contributes the final scores and
@@ -345,6 +353,14 @@ class EvaluationCallback(Callback):
         self.eval_seconds = 0.0
         self.share: float | None = None
 
+    @property
+    def every_n_steps(self) -> int:
+        return self.settings.every_n_steps
+
+    @every_n_steps.setter
+    def every_n_steps(self, value: int) -> None:
+        self.settings.every_n_steps = value
+
     def _evaluator(self, trainer) -> Evaluator:
         if self.evaluator is None:
             if trainer.datamodule is None:
@@ -365,7 +381,9 @@ class EvaluationCallback(Callback):
                 lg.log_metrics(logged, step=step)
         for k, v in logged.items():
             trainer.callback_metrics[k] = torch.tensor(v)
-        self.history.append({"step": step, **result.values()})
+        state = find_callback(trainer, TrainingState)
+        wall = {"wall_s": round(state.wall_time, 3)} if state is not None else {}
+        self.history.append({"step": step, **wall, **result.values()})
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
         return result
 

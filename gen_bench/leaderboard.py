@@ -39,6 +39,10 @@ _IGNORED_PREFIXES = ("seed", "run_dir", "output_root", "resume", "overwrite", "l
                      "data.shuffle_seed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                      "trainer.log_every_n_steps", "eval.cache_dir", "eval.assets_dir", "model.progress",
                      "objective")
+# The x axes of score-over-training plots (see RunRecord.history).
+X_AXES = ("step", "train_flops", "images", "wall_s", "samples")
+_X_LABELS = {"step": "training step", "train_flops": "training FLOPs", "images": "real images seen",
+             "wall_s": "wall time (s)", "samples": "real samples seen"}
 # Shown in the stabilizers column (``stabilizer``: the arm of experiment=compare_stabilizers).
 _STABILIZER_KEYS = ("model.spectral_norm", "model.real_label", "model.instance_noise", "model.grad_clip_g",
                     "model.grad_clip_d", "stabilizer", "stabilizers")
@@ -130,11 +134,32 @@ class RunRecord:
                 return _finite(final[key]), None
         return None, None
 
-    def history(self, metric: str) -> list[tuple[int, float]]:
-        """(step, value) of every evaluation during training (``eval.history``), finite values only."""
+    def history(self, metric: str, x: str = "step") -> list[tuple[float, float]]:
+        """(x, value) of every evaluation during training (``eval.history``), finite values only.
+
+        Args:
+            metric: A score of the history.
+            x: ``step``; ``train_flops`` or ``images`` (the compute ledger's per-step cost times the
+                step); ``wall_s`` (the run's wall time at the evaluation); ``samples`` (real samples
+                seen, from ``batches_seen``). Runs without the needed record give no points.
+        """
+        if x not in X_AXES:
+            raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
         name = metric.removeprefix("val/")
         rows = (self.summary.get("eval") or {}).get("history") or []
-        return [(int(r["step"]), float(r[name])) for r in rows if _finite(r.get(name)) is not None]
+        compute = self.summary.get("compute") or {}
+        per_step = {"step": 1.0, "train_flops": compute.get("flops_per_step"),
+                    "images": compute.get("images_per_step")}
+        if x == "samples" and self.samples_seen is not None and self.summary.get("steps"):
+            per_step["samples"] = self.samples_seen / self.summary["steps"]
+        out = []
+        for r in rows:
+            value = _finite(r.get(name))
+            pos = r.get("wall_s") if x == "wall_s" else (
+                r["step"] * per_step[x] if per_step.get(x) is not None else None)
+            if value is not None and pos is not None:
+                out.append((float(pos), value))
+        return out
 
     @property
     def samples_seen(self) -> int | None:
@@ -458,28 +483,23 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
         runs: From :func:`collect_runs`; runs without an evaluation history are left out.
         metric: A score of ``eval.history``.
         path: PNG to write.
-        x: ``step`` (optimizer steps of the main network) or ``samples`` (real samples seen).
+        x: One of ``X_AXES`` (see :meth:`RunRecord.history`); non-step axes are drawn on a log scale.
         title: Figure title.
     """
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
-    if x not in ("step", "samples"):
-        raise ValueError(f"x must be 'step' or 'samples', got {x!r}")
+    if x not in X_AXES:
+        raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
     metric = metric.removeprefix("val/")
     variants = _variant_labels(runs)
     curves: dict[str, dict[tuple, dict[float, list[float]]]] = {}
     for i, run in enumerate(runs):
-        hist = run.history(metric)
+        hist = run.history(metric, x)
         if run.status == "failed" or not hist:
             continue
-        scale = 1.0
-        if x == "samples":
-            if run.samples_seen is None or not run.summary.get("steps"):
-                continue
-            scale = run.samples_seen / run.summary["steps"]  # samples per step
         per_step = curves.setdefault(run.data, {}).setdefault(group_key(run, variants[i]), {})
-        for step, v in hist:
-            per_step.setdefault(step * scale, []).append(v)
+        for pos, v in hist:
+            per_step.setdefault(pos, []).append(v)
     panels = sorted(curves) or ["(no evaluation history)"]
     fig = Figure(figsize=(6 * len(panels), 4.2), dpi=100)
     axes = fig.subplots(1, len(panels), squeeze=False)
@@ -502,7 +522,9 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
         if positive and len(positive) == len(all_vals) and max(positive) / min(positive) > 100:
             ax.set_yscale("log")  # FIDs of barely trained and trained models differ by decades
         ax.set_title(data, fontsize=10)
-        ax.set_xlabel("training step" if x == "step" else "real samples seen")
+        ax.set_xlabel(_X_LABELS[x])
+        if x != "step" and all_vals:
+            ax.set_xscale("log")  # budgets are compared a decade apart
         ax.set_ylabel(f"{metric} (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         if all_vals:
@@ -634,7 +656,9 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     parser.add_argument("--plot", help="PNG of the metric over training steps "
                         "(default: SWEEP_DIR/<metric>_over_steps.png)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
-    parser.add_argument("--x", default="step", choices=["step", "samples"], help="the plot's x axis")
+    parser.add_argument("--x", default="step", choices=list(X_AXES),
+                        help="the plot's x axis: training steps, training FLOPs, real images seen, wall "
+                             "time (the compute ledger of each run), or real samples seen")
     parser.add_argument("--wandb", action="store_true", help="also log the table as a wandb Table")
     parser.add_argument("--wandb-project", help="wandb project (default: the runs' logger.wandb.project)")
     parser.add_argument("--wandb-entity", help="wandb entity for online logging")
@@ -661,7 +685,8 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         sys.stdout.write(text)
     plot = None
     if not args.no_plot:
-        plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_steps.png"
+        suffix = "steps" if args.x == "step" else args.x
+        plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_{suffix}.png"
         plot_metric_over_steps(runs, board.metric, plot, x=args.x, title=f"{board.metric}: {sweep_dir.name}")
         print(f"[gen-bench] plot -> {plot}", file=sys.stderr)
     if args.wandb:

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
+from gen_bench.compute import Budget, ComputeLedger, count_parameters, world_size_of
 from gen_bench.io import atomic_write_json, read_json
 from gen_bench.leaderboard import stabilizer_tags
 from gen_bench.models import build_model
@@ -199,7 +200,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.resume is not None and summary_path.is_file():  # e.g. a sweep run again with resume=auto
         summary = read_json(summary_path)
         # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
-        if summary.get("status") == "completed" and 0 < cfg.trainer.max_steps <= (summary.get("steps") or 0):
+        budgeted = (summary.get("compute") or {}).get("budget") is not None  # max_steps set by the budget
+        done_steps = summary.get("steps") or 0
+        if summary.get("status") == "completed" and (budgeted or 0 < cfg.trainer.max_steps <= done_steps):
             log.info("%s already completed %d steps: nothing to do", run_dir, summary["steps"])
             return summary
     if ckpt_path is not None:
@@ -216,6 +219,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
         L.seed_everything(cfg.seed, workers=True)
+        budget = Budget(**(cfg.get("budget") or {}))
         datamodule = instantiate(cfg.data)
         model = build_model(cfg.model, datamodule.spec)
         _check_training_sampler(cfg.model, model)
@@ -231,7 +235,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         # checkpoint of step N holds it. The guard comes first of all: a diverged step stops before
         # any callback averages, evaluates or saves NaN weights.
         ema = [instantiate(cfg.model.ema)] if cfg.model.get("ema") is not None else []
-        callbacks = [DivergenceGuard(), *ema, *callbacks, TrainingState(resolved, seed=cfg.seed),
+        # The compute ledger first of all: it counts the first step's FLOPs up to its own batch end,
+        # before the other callbacks' work at that step.
+        ledger = ComputeLedger(count_parameters(model), world_size_of(cfg.trainer), budget)
+        callbacks = [ledger, DivergenceGuard(), *ema, *callbacks, TrainingState(resolved, seed=cfg.seed),
                      RunSummary(run_dir, info)]
         _configure_wandb(cfg, run_dir)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
