@@ -90,6 +90,19 @@ def _rank_zero_first() -> Iterator[None]:
             torch.distributed.barrier()
 
 
+def _first_samples(batch: EvalBatch, limit: int) -> EvalBatch:
+    """The rows of ``batch`` that belong to the first ``limit`` samples of the draw (video: frames of
+    the first ``limit`` clips); the batch itself when all do. Possibly empty: every score is updated
+    on every batch, so its state has a shape to sync across processes."""
+    steps = batch.clips.shape[2] if batch.clips is not None else 1
+    keep = batch.index // steps < limit
+    if bool(keep.all()):
+        return batch
+    features = {name: {k: v[keep] for k, v in f.items()} for name, f in batch.features.items()}
+    clips = batch.clips[keep.view(-1, steps)[:, 0]] if batch.clips is not None else None
+    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips)
+
+
 @dataclass
 class EvalResult:
     """Scores of one evaluation (mean and std over ``seeds`` draws) and how they were measured.
@@ -218,7 +231,8 @@ class Evaluator:
     def draw_record(self, model) -> dict[str, Any]:
         s = self.settings
         diffusion = hasattr(model, "bind_sampler")
-        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "batch_size": s.batch_size,
+        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "num_drawn": self.num_drawn(),
+                "batch_size": s.batch_size,
                 "sampler": model.bind_sampler(self.sampler_factory).label if diffusion else None,
                 "sampler_config": self.sampler if diffusion else None,
                 "ema": getattr(model, "ema_weights", None) is not None,
@@ -235,22 +249,28 @@ class Evaluator:
         shape = self.spec.shape if self.spec.kind != "video" else (self.spec.shape[0], *self.spec.shape[2:])
         return torch.zeros(0, *shape, device=self.device)
 
+    def num_drawn(self) -> int:
+        """Samples drawn per draw: ``eval.num_samples``, or more where a score needs more (mode
+        counting on stacked digits); every score sees only its own first samples."""
+        return max([self.settings.num_samples, *(sc.samples_needed or 0 for sc in self.scores)])
+
     def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None) -> None:
         feats = {name: ext(samples) for name, ext in self.extractors.items()}
         batch = EvalBatch(samples, feats, index, clips)
         for score in self.scores:
-            score.update(batch)
+            score.update(_first_samples(batch, score.samples_needed or self.settings.num_samples))
 
     def _draw(self, model, draw_seed: int) -> None:
         """Sample this process's share of the draw and update every metric."""
         s = self.settings
         rank, world = _distributed()
-        num_batches = math.ceil(s.num_samples / s.batch_size)
+        num_drawn = self.num_drawn()
+        num_batches = math.ceil(num_drawn / s.batch_size)
         diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
         kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
         for b in range(lo, hi):
-            n = min(s.batch_size, s.num_samples - b * s.batch_size)
+            n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
             x = model.sample(n, generator=g, **kw).detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame

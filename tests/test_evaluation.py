@@ -153,6 +153,35 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
     assert values["precision"] > 0.9 and values["recall"] < 0.8
 
 
+def test_mode_counting_draws_extra_samples_for_itself_only(tmp_path):
+    """modes.min_samples_per_mode (stacked digits: 26 x 1000 = PacGAN's 26,000) makes the evaluator
+    draw beyond eval.num_samples; every other score keeps the first eval.num_samples, unchanged."""
+    dm = GenerativeDataModule(GaussianMixture2D("ring8", num_samples=2000, std=0.01), "ring8")
+
+    class Ring(GenerativeModule):
+        def sample(self, n, generator=None):
+            centers = torch.tensor(self.spec.mode_centers)[torch.randint(8, (n,), generator=generator)]
+            return centers + 0.01 * torch.randn(n, 2, generator=generator)
+
+    def evaluate(per_mode: int):
+        settings = EvalSettings(num_samples=100, batch_size=50, cache_dir=str(tmp_path),
+                                metrics=["fid", "prdc", "modes"], prdc={"num_reference": 500},
+                                modes={"num_samples": 100, "min_samples_per_mode": per_mode})
+        return Evaluator(settings, dm).evaluate(Ring(dm.spec))
+
+    plain, extra = evaluate(0), evaluate(50)
+    assert (plain.draw["num_drawn"], extra.draw["num_drawn"]) == (100, 400)
+    for name in ("fid", "precision", "recall"):  # the same first 100 samples, the same protocol
+        assert extra.scores[name]["value"] == plain.scores[name]["value"], name
+        assert extra.scores[name]["protocol_id"] == plain.scores[name]["protocol_id"], name
+    counted = [r.protocols[r.scores["modes"]["protocol_id"]]["num_generated"] for r in (plain, extra)]
+    assert counted == [100, 400]
+    q = 1 - math.exp(-4.5)  # the share of a perfect generator's samples within 3 std
+    for r, n in ((plain, 100), (extra, 400)):
+        assert r.values()["modes_perfect"] == pytest.approx(8 * (1 - (1 - q / 8) ** n))
+        assert r.values()["hq_fraction_perfect"] == pytest.approx(q)
+
+
 def test_unknown_metric_or_key_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown metric.*lpips.*valid: fid, kid, is"):
         EvalSettings(metrics=["fid", "lpips"])

@@ -92,10 +92,14 @@ class Score:
     Attributes:
         name: The family (``fid``, ``prdc``...).
         metric: Its torchmetrics state.
+        samples_needed: Samples this score is computed on when that is more than ``eval.num_samples``
+            (the evaluator then draws that many; every other score still sees the first
+            ``eval.num_samples``). ``None``: ``eval.num_samples``.
     """
 
     name: str = ""
     metric: Metric
+    samples_needed: int | None = None
 
     def update(self, batch: EvalBatch) -> None:
         raise NotImplementedError
@@ -363,20 +367,23 @@ class ModeScore(Score):
     def __init__(self, ctx: SuiteContext) -> None:
         spec, s = ctx.spec, ctx.settings.modes
         self.settings = s
-        self.num_generated = min(ctx.settings.num_samples, s.num_samples or math.inf)
         if spec.kind == "toy2d" and spec.mode_centers is not None:
             centers = torch.tensor(spec.mode_centers, dtype=torch.float64)
             self.classifier = None
-            self.metric = ModeCoverage(len(centers), centers, spec.mode_std, s.std_threshold, s.num_samples)
+            count = s.count(ctx.settings.num_samples, len(centers))
+            self.metric = ModeCoverage(len(centers), centers, spec.mode_std, s.std_threshold, count)
         elif spec.kind == "image" and spec.labeled and spec.num_modes:
             self.classifier = ctx.extractor("classifier")
             if self.classifier.num_logits != spec.num_modes:
                 raise NotApplicable(f"the classifier predicts {self.classifier.num_logits} classes, the data "
                                     f"has {spec.num_modes} modes")
-            self.metric = ModeCoverage(spec.num_modes, max_samples=s.num_samples)
+            count = s.count(ctx.settings.num_samples, spec.num_modes)
+            self.metric = ModeCoverage(spec.num_modes, max_samples=count)
         else:
             raise NotApplicable("the dataset has no known modes (2-D mixtures and labeled images with "
                                 "num_modes only)")
+        self.num_generated = count
+        self.samples_needed = count if count > ctx.settings.num_samples else None
         self.metric = self.metric.to(ctx.device)
         self.num_modes = self.metric.num_modes
 
