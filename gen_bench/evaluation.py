@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 VAL_PREFIX = "val/"  # log keys are val/<score>, e.g. val/fid
 _EXTRACTOR_ID_KEYS = ("name", "version", "weights_sha256", "feature_dim", "preprocessing")
+RANDOM_FALLBACK_WARNING = (
+    "eval.extractor=auto: %s is unlabeled and the Inception weights are not on this machine, so FID, KID "
+    "and precision / recall use the features of a randomly initialised conv net: comparable within "
+    "gen-bench on this dataset only, not with published numbers (fid_real_baseline, the held-out split "
+    "against the training reference, gives their scale). For Inception features run `gen-bench assets "
+    "fetch --to DIR` on a machine with internet, then eval.assets_dir=DIR eval.extractor=inception")
 
 
 def settings_from(config: EvalSettings | Mapping | DictConfig | None) -> EvalSettings:
@@ -182,6 +188,22 @@ class Evaluator:
         self.scores: list[Score] = []
         self.skipped: dict[str, str] = {}
         self.setup_seconds = 0.0
+        self._warned = False
+
+    def extractor_name(self) -> str:
+        """The main extractor: ``eval.extractor`` with ``auto`` resolved (:func:`auto_extractor`).
+
+        When ``auto`` falls back to the random conv net (unlabeled data, no Inception weights on disk)
+        it logs a warning naming the fix, once, on process 0.
+        """
+        s = self.settings
+        if s.extractor != "auto":
+            return s.extractor
+        name = auto_extractor(self.spec, s)
+        if name == "random" and not self._warned and _distributed()[0] == 0:
+            log.warning(RANDOM_FALLBACK_WARNING, self.datamodule.name)
+            self._warned = True
+        return name
 
     # --- setup -------------------------------------------------------------------------------------
     def setup(self, device: torch.device | str = "cpu") -> None:
@@ -193,7 +215,7 @@ class Evaluator:
         s = self.settings
         rank, _ = _distributed()
         with torch.random.fork_rng(devices=[]), _rank_zero_first():  # builders may initialise networks
-            name = auto_extractor(self.spec, s) if s.extractor == "auto" else s.extractor
+            name = self.extractor_name()
             self.main = build_extractor(name, ExtractorRequest(self.spec, self.datamodule, s, device))
             self.extractors = {name: self.main}
             ref = s.reference
@@ -373,6 +395,10 @@ class EvaluationCallback(Callback):
             out = self.run_dir / "eval" if self.run_dir is not None else None
             self.evaluator = Evaluator(self.settings, trainer.datamodule, self.sampler, out)
         return self.evaluator
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.settings.enabled:  # a fall-back to random features is worth knowing before the first eval
+            self._evaluator(trainer).extractor_name()
 
     def run(self, trainer, pl_module, tag: str) -> EvalResult:
         step = trainer.global_step
