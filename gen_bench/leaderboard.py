@@ -7,6 +7,10 @@
     -> seeds aggregated as mean and std  -> ranked by a metric within its evaluation protocol
     -> terminal table, CSV / Markdown / JSON, a metric-over-steps PNG, a wandb Table
 
+The default ranking depends on the data: 2-D mixtures rank by modes hit, then by the share of
+high-quality samples (the VEEGAN / PacGAN numbers; FID on raw 2-D points ranks a shapeless blob
+above a sharp generator), with FID shown beside them; everything else ranks by FID.
+
 Only scores measured under the same protocol (``protocol_id`` in ``metrics.json``: data, extractor
 and its weights, sample counts, reference split) are ranked against each other; a sweep mixing
 protocols gets one ranking per protocol. Runs that failed, are still running or have no score are
@@ -34,6 +38,8 @@ from gen_bench.io import read_json
 LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss")
 PREFERRED_COLUMNS = ("kid", "precision", "recall", "coverage", "modes", "hq_fraction", "fvd", "is",
                      "copy_rate")
+# The default ranking of 2-D mixtures: modes hit, then the high-quality share (both higher-is-better).
+TOY_RANKING = ("modes", "hq_fraction")
 # Config keys that never change results: left out when telling groups apart.
 _IGNORED_PREFIXES = ("seed", "run_dir", "output_root", "resume", "overwrite", "logger", "callbacks", "tags",
                      "data.shuffle_seed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
@@ -116,6 +122,11 @@ class RunRecord:
     @property
     def seed(self) -> Any:
         return self.summary.get("seed", self.config.get("seed"))
+
+    @property
+    def kind(self) -> str | None:
+        """The data kind of the run's config (``toy2d``, ``image``, ``video``; ``None`` if unknown)."""
+        return (self.config.get("data") or {}).get("kind")
 
     @property
     def stabilizers(self) -> dict[str, Any]:
@@ -251,9 +262,26 @@ def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
 
 # --- the leaderboard ------------------------------------------------------------------------------------
 def default_direction(metric: str) -> str:
-    """``min`` for distances and error-like scores (fid, kid, fvd, copy rate...), else ``max``."""
+    """``min`` for distances and error-like scores (fid, kid, fvd, mode_kl, copy rate...), else ``max``."""
     leaf = metric.split("/")[-1]
-    return "min" if any(leaf.startswith(p) for p in LOWER_IS_BETTER) else "max"
+    return "min" if any(leaf.startswith(p) or leaf.endswith(f"_{p}") for p in LOWER_IS_BETTER) else "max"
+
+
+def default_ranking(runs: Sequence[RunRecord]) -> tuple[str, str | None]:
+    """(metric, tie-break) of the default ranking: :data:`TOY_RANKING` when every run whose data kind
+    is known is on 2-D data, else ``("fid", None)``.
+
+    Raises:
+        ValueError: When 2-D runs are mixed with runs of another kind (no one score ranks both).
+    """
+    kinds = {r.kind for r in runs if r.kind is not None}
+    if kinds == {"toy2d"}:
+        return TOY_RANKING
+    if "toy2d" in kinds:
+        raise ValueError(f"the runs mix 2-D data with {', '.join(sorted(kinds - {'toy2d'}))} data, which "
+                         f"rank by different scores (2-D: {' then '.join(TOY_RANKING)}, images: fid); "
+                         "pass --metric, or rank each dataset's folder on its own")
+    return "fid", None
 
 
 @dataclass
@@ -268,6 +296,7 @@ class Leaderboard:
         unranked: Runs that are not in a mean: failed, running, interrupted, or without the score.
         protocols: protocol_id -> the evaluation settings it stands for (from ``metrics.json``).
         source: Where the runs came from.
+        then_by: The score that breaks ties of ``metric`` (in its own default direction), if any.
     """
 
     metric: str
@@ -277,6 +306,7 @@ class Leaderboard:
     unranked: list[dict[str, Any]]
     protocols: dict[str, dict[str, Any]]
     source: str = ""
+    then_by: str | None = None
 
     # --- exports -------------------------------------------------------------------------------------
     def flat_columns(self) -> list[str]:
@@ -299,8 +329,9 @@ class Leaderboard:
 
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "metric": self.metric, "direction": self.direction,
-                           "columns": self.columns, "rows": self.rows, "unranked": self.unranked,
-                           "protocols": self.protocols}, indent=2, default=str) + "\n"
+                           "then_by": self.then_by, "columns": self.columns, "rows": self.rows,
+                           "unranked": self.unranked, "protocols": self.protocols},
+                          indent=2, default=str) + "\n"
 
     def _display(self) -> tuple[list[str], list[list[str]]]:
         show_variant = any(r["variant"] for r in self.rows)
@@ -336,7 +367,8 @@ class Leaderboard:
         header, body = self._display()
         widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-        out = [f"leaderboard of {self.source or 'runs'}: ranked by {self.metric}, mean ± std over seeds"]
+        ranked_by = self.metric + (f", then {self.then_by}" if self.then_by else "")
+        out = [f"leaderboard of {self.source or 'runs'}: ranked by {ranked_by}, mean ± std over seeds"]
         if len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1:
             out.append("(several evaluation protocols: ranks are within each protocol only)")
         out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in body)]
@@ -397,17 +429,22 @@ def group_key(run: RunRecord, variant: str) -> tuple[str, str, str, str]:
     return run.model, run.data, stabilizer_label(run.stabilizers), variant
 
 
-def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction: str | None = None,
+def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, direction: str | None = None,
                       columns: Sequence[str] | None = None, source: str = "") -> Leaderboard:
     """Group runs (model + data + stabilizers + other differing settings), aggregate seeds, rank.
 
     Args:
         runs: From :func:`collect_runs`.
-        metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``).
+        metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``);
+            ``None``: :func:`default_ranking` (2-D data: modes, then hq_fraction; else fid).
         direction: ``min`` or ``max``; ``None``: :func:`default_direction`.
-        columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have.
+        columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have
+            (with the tie-break score and fid first under the 2-D ranking).
         source: Where the runs came from (shown in the title).
     """
+    then_by = None
+    if metric is None:
+        metric, then_by = default_ranking(runs)
     metric = metric.removeprefix("val/")
     direction = direction or default_direction(metric)
     if direction not in ("min", "max"):
@@ -415,8 +452,11 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction:
     variants = _variant_labels(runs)
     if columns is None:
         present = {n for r in runs for n in ((r.summary.get("eval") or {}).get("scores") or {})}
-        columns = [c for c in PREFERRED_COLUMNS if c in present and c != metric][:5]
+        preferred = ([then_by, "fid"] if then_by else []) + list(PREFERRED_COLUMNS)
+        columns = [c for c in dict.fromkeys(preferred) if c in present and c != metric][:5]
     columns = [c.removeprefix("val/") for c in columns if c.removeprefix("val/") != metric]
+    if then_by is not None and then_by not in columns:
+        columns.insert(0, then_by)
 
     groups: dict[tuple[str, str, str, str], list[RunRecord]] = {}
     unranked = []
@@ -458,19 +498,25 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction:
 
     # rank within each protocol; groups with no score (or mixed protocols) come last, unranked
     sign = 1.0 if direction == "min" else -1.0
+    then_sign = 1.0 if then_by is None or default_direction(then_by) == "min" else -1.0
+
+    def then_key(r: dict[str, Any]) -> float:  # groups without the tie-break score come last among equals
+        v = r.get(f"{then_by}_mean") if then_by else None
+        return then_sign * v if v is not None else math.inf
+
     rankable = [r for r in rows if r[f"{metric}_mean"] is not None and r["protocol_id"] != "mixed"]
     by_protocol: dict[Any, list[dict[str, Any]]] = {}
     for r in rankable:
         by_protocol.setdefault((r["data"], r["protocol_id"]), []).append(r)
     ordered = []
     for key in sorted(by_protocol, key=lambda k: (str(k[0]), str(k[1]))):
-        block = sorted(by_protocol[key],
-                       key=lambda r: (sign * r[f"{metric}_mean"], r["model"], r["stabilizers"], r["variant"]))
+        block = sorted(by_protocol[key], key=lambda r: (sign * r[f"{metric}_mean"], then_key(r), r["model"],
+                                                        r["stabilizers"], r["variant"]))
         for i, r in enumerate(block, 1):
             r["rank"] = i
         ordered += block
     ordered += [r for r in rows if r not in rankable]
-    return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source)
+    return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source, then_by)
 
 
 # --- plot ---------------------------------------------------------------------------------------------
@@ -577,7 +623,7 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
     run = wandb.init(project=project or run_project, entity=entity, group=sweep_dir.name,
                      job_type="leaderboard", name=f"leaderboard-{sweep_dir.name}", dir=str(sweep_dir),
                      mode=mode, tags=["leaderboard", board.metric], reinit="finish_previous",
-                     config={"metric": board.metric, "direction": board.direction,
+                     config={"metric": board.metric, "then_by": board.then_by, "direction": board.direction,
                              "sweep_dir": str(sweep_dir)})
     try:
         payload: dict[str, Any] = {
@@ -646,7 +692,8 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         prog="gen-bench leaderboard",
         description="Rank the runs of a sweep folder by a metric (mean ± std over seeds).")
     parser.add_argument("sweep_dir", nargs="?", help="a sweep folder (default: the newest in runs/sweeps)")
-    parser.add_argument("--metric", default="fid", help="ranking score from metrics.json (default: fid)")
+    parser.add_argument("--metric", help="ranking score from metrics.json (default: modes, then "
+                        "hq_fraction, for 2-D data; fid for the rest)")
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--lower-is-better", dest="direction", action="store_const", const="min")
     order.add_argument("--higher-is-better", dest="direction", action="store_const", const="max")
@@ -676,7 +723,11 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         print(f"gen-bench leaderboard: no metrics.json below {sweep_dir}", file=sys.stderr)
         return 1
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
-    board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))
+    try:
+        board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))
+    except ValueError as e:
+        print(f"gen-bench leaderboard: {e}", file=sys.stderr)
+        return 2
     text = board.format(args.format)
     if args.output:
         Path(args.output).write_text(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -33,10 +34,15 @@ def test_every_model_and_dataset_config_composes_and_builds(tmp_path, model, dat
     cfg = compose_train(over, tmp_path)
     dm = instantiate(cfg.data)  # lazy: nothing is loaded or downloaded here
     assert dm.name == data
-    kinds = set(cfg.model.nets)
+    kinds = list(cfg.model.nets)
     if dm.spec.kind in kinds:
         net = build_model(cfg.model, dm.spec)
         assert net.spec == dm.spec
+    else:  # a model with no networks for this kind of data: one clear error naming what it supports
+        expected = (f"model '{cfg.model.name}' has no networks for {dm.spec.kind} data; it supports: "
+                    f"{', '.join(kinds)}. Choose another data= or model=")
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            build_model(cfg.model, dm.spec)
 
 
 @pytest.mark.parametrize("model,keys,toy,image", [

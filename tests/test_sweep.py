@@ -103,16 +103,17 @@ def test_a_tiny_sweep_of_three_models_gives_a_three_row_leaderboard(tmp_path):
     assert r.returncode == 0, r.stderr
     board = json.loads(r.stdout)
     assert len(board["rows"]) == 3 and board["unranked"] == []
+    assert (board["metric"], board["then_by"]) == ("modes", "hq_fraction")  # 2-D data: mode-aware
     for row in board["rows"]:
         summary = summaries[row["model"]]
-        assert row["fid_mean"] == summary["eval"]["scores"]["fid"]["value"]
-        assert row["kid_mean"] == summary["eval"]["scores"]["kid"]["value"]
-        assert row["protocol_id"] == summary["eval"]["scores"]["fid"]["protocol_id"]
+        for name in ("modes", "hq_fraction", "fid", "kid"):  # ranked by the first two, FID shown
+            assert row[f"{name}_mean"] == summary["eval"]["scores"][name]["value"]
+        assert row["protocol_id"] == summary["eval"]["scores"]["modes"]["protocol_id"]
         assert row["steps"] == summary["steps"] and row["seeds"] == 1
     assert [row["rank"] for row in board["rows"]] == [1, 2, 3]
-    fids = [row["fid_mean"] for row in board["rows"]]
-    assert fids == sorted(fids)
-    assert (sweep / "fid_over_steps.png").is_file()
+    order = [(-row["modes_mean"], -row["hq_fraction_mean"]) for row in board["rows"]]
+    assert order == sorted(order)
+    assert (sweep / "modes_over_steps.png").is_file()
 
     table = build_leaderboard(collect_runs(sweep)).to_text()
     for model in ("dcgan", "wgan_gp", "ddpm"):

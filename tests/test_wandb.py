@@ -115,7 +115,7 @@ def test_sweep_runs_and_the_leaderboard_are_logged_offline(tmp_path):
             summary["final"]["train/loss_g"])
         assert logged["exit_code"] == 0
 
-    r = run_cli(["leaderboard", str(sweep), "--wandb"], cwd=tmp_path)
+    r = run_cli(["leaderboard", str(sweep), "--wandb", "--metric", "fid"], cwd=tmp_path)  # 2-D default: modes
     assert r.returncode == 0, r.stderr[-3000:]
     board_run = _offline_run(sweep)
     logged = read_offline_run(board_run)

@@ -33,6 +33,17 @@ def default_toy_scale(spec: DataSpec) -> float:
     return float(centers.pow(2).mean().add((spec.mode_std or 0.0) ** 2).sqrt()) or 1.0
 
 
+def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each image of (B, C, H, W) ``x`` mirrored left-right with probability 1/2.
+
+    The coin flips come from ``generator`` (else the global RNG, like the diffusion noise of a
+    training step, so a resumed run draws the same flips).
+    """
+    device = generator.device if generator is not None else x.device
+    flip = torch.rand(x.shape[0], generator=generator, device=device).to(x.device) < 0.5
+    return torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
+
+
 class DDPM(EMASampling, GenerativeModule):
     """Denoising diffusion probabilistic model.
 
@@ -48,6 +59,8 @@ class DDPM(EMASampling, GenerativeModule):
         toy_scale: Divisor of 2-D toy data in model space; ``None``: :func:`default_toy_scale`.
         sample_batch_size: Largest batch the denoiser sees while sampling.
         progress: Show a progress bar while sampling.
+        hflip: Flip each training image left-right with probability 1/2 (Ho et al.'s CIFAR-10
+            training); images only.
     """
 
     sampling_network_name = "denoiser"
@@ -64,8 +77,11 @@ class DDPM(EMASampling, GenerativeModule):
         toy_scale: float | None = None,
         sample_batch_size: int = 1024,
         progress: bool = True,
+        hflip: bool = False,
     ) -> None:
         super().__init__(spec)
+        if hflip and spec.kind != "image":
+            raise ValueError(f"model.hflip flips images; this is {spec.kind} data: set model.hflip=false")
         self.denoiser = denoiser
         self.diffusion = diffusion
         self.optimizer = optimizer
@@ -75,6 +91,7 @@ class DDPM(EMASampling, GenerativeModule):
         self.toy_scale = (toy_scale or default_toy_scale(spec)) if spec.kind == "toy2d" else 1.0
         self.sample_batch_size = sample_batch_size
         self.progress = progress
+        self.hflip = hflip
 
     # --- data space <-> model space ---------------------------------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:
@@ -97,7 +114,8 @@ class DDPM(EMASampling, GenerativeModule):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.diffusion.loss(self.denoiser, self.to_model_space(batch[0]))
+        x = random_hflip(batch[0]) if self.hflip else batch[0]
+        loss = self.diffusion.loss(self.denoiser, self.to_model_space(x))
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
         return loss
 
