@@ -182,10 +182,19 @@ class TrainingState(Callback):
 
 
 class Periodic(Callback):
-    """A callback that acts every ``every_n_steps`` training steps (sample grids, evaluations); a
-    compute budget sets the interval once it knows the run's length."""
+    """A callback that acts every ``every_n_steps`` training steps (sample grids, evaluations), or at
+    the steps of ``at_steps`` when set; a compute budget sets these once it knows the run's length."""
 
     every_n_steps: int
+    at_steps: frozenset[int] | None = None
+
+    def due(self, step: int) -> bool:
+        """Whether to act after ``step`` updates (never at step 0)."""
+        if step <= 0:
+            return False
+        if self.at_steps is not None:
+            return step in self.at_steps
+        return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -270,8 +279,7 @@ class SampleGrid(Periodic):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
-                and step != self._last_step and trainer.is_global_zero):
+        if self.due(step) and step != self._last_step and trainer.is_global_zero:
             self._last_step = step
             self.save(trainer, pl_module, f"step_{step:07d}")
 

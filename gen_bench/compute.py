@@ -110,11 +110,15 @@ class Budget:
         train_flops: Total training FLOPs (all processes); ``None``: not budgeted by FLOPs.
         images: Real samples drawn (all processes); ``None``: not budgeted by images.
         points: Evaluations (and sample grids, checkpoints) at ``k / points`` of the budget.
+        fractions: Evaluate (and draw sample grids) at these fractions of the budget instead, e.g.
+            ``[0.111, 0.333, 1]``: one run then scores three budgets spaced 3x apart, as three runs
+            would with a constant learning rate. Checkpoints stay every ``1 / points``.
     """
 
     train_flops: float | None = None
     images: float | None = None
     points: int = 10
+    fractions: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.train_flops is not None and self.images is not None:
@@ -125,6 +129,10 @@ class Budget:
                 raise ValueError(f"budget.{name} must be > 0, got {value}")
         if self.points < 1:
             raise ValueError(f"budget.points must be >= 1, got {self.points}")
+        if self.fractions is not None:
+            object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+            if not self.fractions or not all(0 < f <= 1 for f in self.fractions):
+                raise ValueError(f"budget.fractions must be in (0, 1], got {list(self.fractions)}")
 
     @property
     def active(self) -> bool:
@@ -149,6 +157,12 @@ class Budget:
     def interval(self, max_steps: int) -> int:
         """Steps between evaluations: ``points`` of them over ``max_steps`` (at least 1)."""
         return max(1, max_steps // self.points)
+
+    def at_steps(self, max_steps: int) -> frozenset[int] | None:
+        """The steps of ``fractions`` (each at least 1), or ``None`` without fractions."""
+        if self.fractions is None:
+            return None
+        return frozenset(max(1, round(f * max_steps)) for f in self.fractions)
 
 
 class ComputeLedger(Callback):
@@ -222,15 +236,16 @@ class ComputeLedger(Callback):
         self.max_steps = self.budget.max_steps(self.cost, self.world_size)
         every = self.budget.interval(self.max_steps)
         trainer.fit_loop.epoch_loop.max_steps = self.max_steps
+        at = self.budget.at_steps(self.max_steps)
         for cb in trainer.callbacks:
             if isinstance(cb, Periodic):
-                cb.every_n_steps = every
+                cb.every_n_steps, cb.at_steps = every, at
             elif isinstance(cb, ModelCheckpoint) and cb._every_n_train_steps > 0:
                 cb._every_n_train_steps = every
-        log.info("budget: %s per step -> max_steps %d, evaluations every %d steps",
+        log.info("budget: %s per step -> max_steps %d, evaluations %s",
                  f"{self.cost.flops * self.world_size:.4g} FLOPs" if self.budget.train_flops is not None
                  else f"{self.cost.batches * self.cost.batch_size * self.world_size} images",
-                 self.max_steps, every)
+                 self.max_steps, f"at steps {sorted(at)}" if at else f"every {every} steps")
 
     # --- the ledger ---------------------------------------------------------------------------------
     def totals(self, step: int) -> dict[str, float]:

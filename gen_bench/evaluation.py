@@ -434,8 +434,8 @@ class EvaluationCallback(Periodic):
         return result
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n, step = self.settings.every_n_steps, trainer.global_step
-        if self.settings.enabled and n > 0 and step > 0 and step % n == 0 and step != self.last_step:
+        step = trainer.global_step
+        if self.settings.enabled and self.due(step) and step != self.last_step:
             last = self.settings.at_end and step == trainer.max_steps
             self.run(trainer, pl_module, "final" if last else f"step_{step:07d}")
 

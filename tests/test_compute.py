@@ -90,6 +90,10 @@ def test_budget_sets_max_steps_and_evaluation_points():
     assert Budget(train_flops=1e6, points=10).interval(7) == 1
     with pytest.raises(ValueError, match=r"budget.train_flops=1000 or more"):
         Budget(train_flops=999).max_steps(cost)
+    assert Budget(images=1, fractions=[1 / 9, 1 / 3, 1]).at_steps(900) == {100, 300, 900}
+    assert Budget(images=1).at_steps(900) is None
+    with pytest.raises(ValueError, match="fractions must be in"):
+        Budget(images=1, fractions=[0, 1])
     with pytest.raises(ValueError, match="not both"):
         Budget(train_flops=1, images=1)
     with pytest.raises(ValueError, match="must be > 0"):
@@ -105,6 +109,8 @@ def test_a_budgeted_run_stops_at_the_budget_and_evaluates_at_its_fractions(tmp_p
     assert summary["steps"] == 8 and summary["compute"]["budget"]["max_steps"] == 8
     assert summary["compute"]["train_flops"] == 8 * per_step
     assert [h["step"] for h in summary["eval"]["history"]] == [2, 4, 6, 8]
+    thirds = run_training(compose_train([*over, "budget.fractions=[0.111,0.333,1]"], tmp_path / "thirds"))
+    assert [h["step"] for h in thirds["eval"]["history"]] == [1, 3, 8]
     with pytest.raises(ValueError, match="smaller than one training step"):
         run_training(compose_train(_toy("dcgan", 10, f"budget.train_flops={per_step / 2}"),
                                    tmp_path / "small"))
