@@ -16,7 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from gen_bench import interrupt
 from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
@@ -103,18 +105,54 @@ class TrainingState(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches_seen += 1
+        # A stop asked for by SIGINT / SIGTERM happens here, where the state is whole (checkpointed
+        # by on_exception), and before this step's sample grid or evaluation start.
+        interrupt.check()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A graceful stop (ours, or Lightning's at a batch boundary on SIGTERM) comes at a step boundary
+        # or from inside sampling: the weights, optimizers and counters are those after a whole step,
+        # so last.ckpt resumes exactly. A bare KeyboardInterrupt may land mid-step: no checkpoint.
+        if isinstance(exception, (interrupt.Interrupted, SIGTERMException)):
+            save_last_checkpoint(trainer, force=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too, and tell
-        # the callback, or its own on_train_end (it runs after this one) writes last-v1.ckpt.
-        for cb in trainer.callbacks:
-            if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
-                    and cb._last_global_step_saved != trainer.global_step):
-                path = str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
-                cb.last_model_path = path  # part of the saved callback state, so set before saving
-                trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
-                cb._last_global_step_saved = trainer.global_step
-                cb._last_checkpoint_saved = path
+        # Before the sample grid and the final evaluation (this callback comes before them): a crash
+        # there must not lose the steps trained since the last periodic checkpoint.
+        save_last_checkpoint(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # Again after them, so a run extended later (resume with a larger max_steps) carries the final
+        # evaluation's history and the wall time it took.
+        save_last_checkpoint(trainer, force=True)
+
+
+def save_last_checkpoint(trainer: L.Trainer, force: bool = False) -> list[str]:
+    """Write ``last.ckpt`` of every ``ModelCheckpoint(save_last=True)`` with the trainer's full state.
+
+    ``ModelCheckpoint`` saves every N steps only; this makes ``last.ckpt`` hold the current step, and
+    tells the callback, or its own ``on_train_end`` (Lightning runs checkpoint callbacks last) writes
+    ``last-v1.ckpt``. Every process must call it (saving synchronises them).
+
+    Args:
+        trainer: The trainer.
+        force: Write even when the callback has already saved this step (the state of other
+            callbacks, an evaluation's history say, may have changed since).
+
+    Returns:
+        The paths written.
+    """
+    written = []
+    for cb in trainer.callbacks:
+        if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
+                and (force or cb._last_global_step_saved != trainer.global_step)):
+            path = str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+            cb.last_model_path = path  # part of the saved callback state, so set before saving
+            trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
+            cb._last_global_step_saved = trainer.global_step
+            cb._last_checkpoint_saved = path
+            written.append(path)
+    return written
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -197,7 +235,8 @@ class SampleGrid(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
+        # the last step's grid is the final one, drawn at train end once last.ckpt is written
+        if (self.every_n_steps > 0 and 0 < step < trainer.max_steps and step % self.every_n_steps == 0
                 and step != self._last_step and trainer.is_global_zero):
             self._last_step = step
             self.save(trainer, pl_module, f"step_{step:07d}")
@@ -303,8 +342,10 @@ class RunSummary(Callback):
         self.write(trainer, "completed")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            self.write(trainer, "interrupted")
+        if isinstance(exception, (KeyboardInterrupt, interrupt.Interrupted, SIGTERMException)):
+            name = getattr(exception, "signal_name", None) or (
+                "SIGINT" if isinstance(exception, KeyboardInterrupt) else "SIGTERM")
+            self.write(trainer, "interrupted", interrupted_by=name)
             return
         err = "".join(traceback.format_exception_only(type(exception), exception)).strip()
         self.write(trainer, "failed", error=err, traceback=traceback.format_exc()[-4000:])

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gen_bench import interrupt
 from gen_bench.callbacks import TrainingState, capture_rng, find_callback, restore_rng
 from gen_bench.metrics.cache import digest
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
@@ -250,6 +251,7 @@ class Evaluator:
         kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
         for b in range(lo, hi):
+            interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, s.num_samples - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
             x = model.sample(n, generator=g, **kw).detach().float().to(self.device)
@@ -369,11 +371,21 @@ class EvaluationCallback(Callback):
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
         return result
 
+    def _due(self, step: int) -> bool:
+        n = self.settings.every_n_steps
+        return self.settings.enabled and n > 0 and step > 0 and step % n == 0 and step != self.last_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run stopped (SIGTERM) during the evaluation of the step it resumes from: run it now
+        if self._due(trainer.global_step) and trainer.global_step < trainer.max_steps:
+            self.run(trainer, pl_module, f"step_{trainer.global_step:07d}")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n, step = self.settings.every_n_steps, trainer.global_step
-        if self.settings.enabled and n > 0 and step > 0 and step % n == 0 and step != self.last_step:
-            last = self.settings.at_end and step == trainer.max_steps
-            self.run(trainer, pl_module, "final" if last else f"step_{step:07d}")
+        step = trainer.global_step
+        if self._due(step):
+            if self.settings.at_end and step == trainer.max_steps:
+                return  # the final evaluation runs at train end, once last.ckpt holds this step
+            self.run(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self.settings.enabled:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import math
+import signal
+import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -17,9 +19,12 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gen_bench import interrupt
 from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
+from gen_bench.evaluation import settings_from
 from gen_bench.io import atomic_write_json, read_json
 from gen_bench.leaderboard import stabilizer_tags
 from gen_bench.models import build_model
@@ -168,6 +173,18 @@ def _check_training_sampler(model_cfg: DictConfig, model) -> None:
                          "model.training_sampler=null (the model's own sampler)") from e
 
 
+def check_config(resolved: dict[str, Any]) -> None:
+    """Refuse, before anything is built, settings a run cannot train or evaluate with.
+
+    Args:
+        resolved: The run's resolved config.
+
+    Raises:
+        ValueError: Naming the setting and what to set instead.
+    """
+    settings_from(resolved.get("eval"))  # the metrics' needs (PRDC's k neighbours...), see EvalSettings
+
+
 # Lightning warns that with manual optimization a step-interval checkpoint holds the weights after
 # that step's updates. That is gen-bench's contract (checkpoint N = the state after N steps, what a
 # resume continues from, tested bit for bit), so the warning says nothing a user must act on.
@@ -212,6 +229,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         info.update(config_digest=config_digest(resolved), tags=dict(resolved.get("tags") or {}))
+        check_config(resolved)
         if rank_zero_only.rank == 0:
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -228,8 +246,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
             callbacks.append(instantiate(cfg.model.ema))
-        # the guard first: a diverged step stops before any callback evaluates or saves NaN weights
-        callbacks = [DivergenceGuard(), *callbacks, TrainingState(resolved), RunSummary(run_dir, info)]
+        # the guard first: a diverged step stops before any callback evaluates or saves NaN weights;
+        # then the training state, which writes last.ckpt at train end before grids and evaluation
+        callbacks = [DivergenceGuard(), TrainingState(resolved), *callbacks, RunSummary(run_dir, info)]
         _configure_wandb(cfg, run_dir)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
@@ -245,7 +264,17 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     try:
         if ckpt_path is not None:
             log.info("resuming from %s (step %d)", ckpt_path, done)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        try:
+            with interrupt.graceful_stop():  # SIGINT / SIGTERM: checkpoint at the next step, then exit
+                trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except (interrupt.Interrupted, SIGTERMException) as e:
+            # Lightning's own SIGTERM stop is a SystemExit with code 0: a scheduler would take the job
+            # for finished. Exit with the signal's code instead (143), as Interrupted does.
+            stop = e if isinstance(e, interrupt.Interrupted) else interrupt.Interrupted(signal.SIGTERM)
+            if rank_zero_only.rank == 0:
+                print(f"[gen-bench] {stop} at step {trainer.global_step}: checkpoints/last.ckpt holds it; "
+                      "run the same command with resume=auto to continue", file=sys.stderr)
+            raise stop from None
         summary = read_json(run_dir / "metrics.json")
         failed = summary.get("status") != "completed"
         return summary

@@ -160,6 +160,20 @@ def test_unknown_metric_or_key_is_an_error(tmp_path):
         settings_from(compose_train(["+eval.kid.subset=3"], tmp_path).eval)
 
 
+def test_settings_a_metric_cannot_use_are_refused_and_a_capped_count_is_said():
+    with pytest.raises(ValueError, match=r"PRDC needs more than k=5 generated samples.*uses 5"):
+        EvalSettings(num_samples=5)
+    with pytest.raises(ValueError, match=r"uses 4 \(eval.num_samples=2500, eval.prdc.max_samples=4\)"):
+        EvalSettings(prdc={"max_samples": 4})
+    with pytest.raises(ValueError, match=r"eval.prdc.num_reference=3 must be > 4"):
+        EvalSettings(prdc={"num_reference": 3, "k_dc": 4})
+    with pytest.raises(ValueError, match="subset_size >= 2"):
+        EvalSettings(kid={"subset_size": 1})
+    assert EvalSettings(num_samples=5, metrics=["fid", "kid"]).num_samples == 5  # no PRDC: no need
+    with pytest.warns(UserWarning, match=r"eval.modes.num_samples=10000 is capped by eval.num_samples=2500"):
+        EvalSettings(modes={"num_samples": 10000})
+
+
 @pytest.fixture(scope="module")
 def trained(eval_cache, tmp_path_factory):
     """The same 4-step run with evaluation every 2 steps, and without any evaluation."""
