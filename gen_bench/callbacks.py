@@ -275,8 +275,9 @@ class RunSummary(Callback):
     """Writes ``metrics.json`` (status, steps, wall time, final metrics), ``metrics.csv`` and
     ``loss_curves.png`` into the run directory.
 
-    ``metrics.json`` is rewritten atomically at the start (status ``running``), at the end
-    (``completed``) and on an exception (``failed`` with the error, or ``interrupted``).
+    ``metrics.json`` is rewritten atomically at the start (status ``running``), at every checkpoint
+    (the step, wall time and status it holds), at the end (``completed``) and on an exception
+    (``failed`` with the error, or ``interrupted``).
 
     Args:
         run_dir: The run directory.
@@ -287,6 +288,7 @@ class RunSummary(Callback):
         self.run_dir = Path(run_dir)
         self.info = dict(info or {})
         self.path = self.run_dir / "metrics.json"
+        self.status = "running"
 
     def _state(self, trainer) -> TrainingState | None:
         return next((c for c in trainer.callbacks if isinstance(c, TrainingState)), None)
@@ -316,6 +318,7 @@ class RunSummary(Callback):
             "final": {**previous.get("final", {}), **final},
             **extra,
         }
+        self.status = status
         if status != "failed":
             summary.pop("error", None)
         if trainer.is_global_zero:
@@ -324,6 +327,10 @@ class RunSummary(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # after a resume has restored the step
         self.write(trainer, "running")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # so a run killed at any time says how far it got, not the step it started from
+        self.write(trainer, self.status)
 
     def _artefacts(self, trainer) -> None:
         for lg in trainer.loggers:

@@ -158,7 +158,9 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path, straight_run)
     proc.wait()
     killed = _final_state(tmp_path)
     assert 0 < killed["global_step"] < STEPS
-    assert read_json(next(tmp_path.glob("*/metrics.json")))["status"] == "running"  # it really died mid-run
+    summary = read_json(next(tmp_path.glob("*/metrics.json")))
+    assert summary["status"] == "running"  # it really died mid-run
+    assert summary["steps"] == killed["global_step"] and summary["wall_time_s"] > 0  # as at the checkpoint
     _resume_and_compare(tmp_path, slow, straight_run)
 
 
