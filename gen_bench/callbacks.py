@@ -360,3 +360,37 @@ class RunSummary(Callback):
 
 def find_callback(trainer: L.Trainer, kind: type) -> Any | None:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+class ConfiguredLearningRates(Callback):
+    """A resumed run trains with the learning rates of its config, not those saved in the checkpoint.
+
+    Lightning builds the optimizers from the config, then loads their saved state, learning rates
+    included, over them: a learning rate changed for the resumed run would be dropped without a word.
+    This puts each parameter group's configured base rate back after the restore, scaling its current
+    rate (a warm-up or schedule in progress) and its scheduler's base rate to match. A no-op when the
+    rates did not change.
+    """
+
+    def __init__(self) -> None:
+        self.configured: list[list[float]] = []
+
+    @staticmethod
+    def _base(group: dict[str, Any]) -> float:
+        return group.get("initial_lr", group["lr"])  # schedulers keep the configured rate as initial_lr
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # optimizers built, their state not yet restored
+        self.configured = [[self._base(g) for g in opt.param_groups] for opt in trainer.optimizers]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for opt, rates in zip(trainer.optimizers, self.configured, strict=True):
+            for j, (group, new) in enumerate(zip(opt.param_groups, rates, strict=True)):
+                old = self._base(group)
+                if new == old:
+                    continue
+                group["lr"] = group["lr"] * new / old if old else new
+                if "initial_lr" in group:
+                    group["initial_lr"] = new
+                for config in trainer.lr_scheduler_configs:
+                    if config.scheduler.optimizer is opt and hasattr(config.scheduler, "base_lrs"):
+                        config.scheduler.base_lrs[j] = new

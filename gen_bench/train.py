@@ -23,7 +23,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen_bench import interrupt
-from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
+from gen_bench.callbacks import AtomicCheckpointIO, ConfiguredLearningRates, RunSummary, TrainingState
+from gen_bench.checkpoint import read_checkpoint
+from gen_bench.config import flatten
 from gen_bench.evaluation import settings_from
 from gen_bench.io import atomic_write_json, read_json
 from gen_bench.leaderboard import stabilizer_tags
@@ -70,6 +72,21 @@ class DivergenceGuard(Callback):
         if bad:
             shown = ", ".join(f"{k}={float(v):g}" for k, v in zip(logged, values.tolist(), strict=True))
             raise DivergedError(f"diverged at step {trainer.global_step}: {shown}")
+
+
+class _EndOnly(Callback):
+    """Runs only the end of training (last.ckpt, the final sample grid and evaluation, metrics.json) of
+    a run resumed from a checkpoint that holds all its steps: one stopped, or failed, in that end.
+
+    Lightning skips a fit whose checkpoint has reached ``max_steps``, end included; the run is started
+    with one step more and this sets the limit back before the first step, so the loop ends at once.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        trainer.fit_loop.epoch_loop.max_steps = self.max_steps
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -182,7 +199,59 @@ def check_config(resolved: dict[str, Any]) -> None:
     Raises:
         ValueError: Naming the setting and what to set instead.
     """
+    steps = (resolved.get("trainer") or {}).get("max_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        # Lightning reads -1 as "no limit": with max_epochs=-1 that is a run that never ends
+        raise ValueError(f"trainer.max_steps must be a number of steps >= 1, got {steps!r}")
+    for key, value in flatten(resolved.get("model") or {}, "model.").items():
+        if key.rsplit(".", 1)[-1] == "lr" and isinstance(value, (int, float)) and value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
     settings_from(resolved.get("eval"))  # the metrics' needs (PRDC's k neighbours...), see EvalSettings
+
+
+# What a resumed run may change, besides its learning rates (applied: ConfiguredLearningRates): paths,
+# logging and display, the evaluation, speed options, and the budget (a larger trainer.max_steps trains
+# the run on). Any other change would silently train a different run than its config says.
+_RESUME_BOOKKEEPING = ("run_dir", "resume", "output_root", "overwrite")
+_RESUME_ALLOWED = ("logger", "callbacks", "eval", "tags", "objective", "trainer.max_steps",
+                   "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                   "trainer.accelerator", "data.num_workers", "matmul_precision", "channels_last", "compile",
+                   "compile_kwargs")
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_changes(saved: dict[str, Any], new: dict[str, Any], where: str | Path) -> dict[str, list]:
+    """The settings a resumed run changes, ``{key: [in the checkpoint, now]}``.
+
+    Args:
+        saved: The resolved config stored in the checkpoint.
+        new: This run's resolved config.
+        where: The checkpoint, for messages.
+
+    Raises:
+        ValueError: The checkpoint holds another model, or the config changes settings a resume cannot
+            honour (the message lists them).
+    """
+    old_model, new_model = saved.get("model") or {}, new.get("model") or {}
+    identity = ("name", "_target_")
+    if [old_model.get(k) for k in identity] != [new_model.get(k) for k in identity]:
+        raise ValueError(f"resume: {where} holds a {old_model.get('name')} model, this config builds "
+                         f"{new_model.get('name')}: pass model={old_model.get('name')} (with the run's other "
+                         "settings), or start a new run without resume=")
+    absent = "(absent)"
+    a, b = flatten(saved), flatten(new)
+    changed = {k: [a.get(k, absent), b.get(k, absent)] for k in sorted(set(a) | set(b))
+               if a.get(k, absent) != b.get(k, absent) and not _under(k, _RESUME_BOOKKEEPING)}
+    refused = [k for k in changed if not _under(k, _RESUME_ALLOWED) and k.rsplit(".", 1)[-1] != "lr"]
+    if refused:
+        shown = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        raise ValueError(f"resume: {where} was trained with other settings ({shown}); a resume applies only "
+                         "learning rates, trainer.max_steps, eval / logging / callback settings. Set these "
+                         "back, or start a new run without resume=")
+    return changed
 
 
 # Lightning warns that with manual optimization a step-interval checkpoint holds the weights after
@@ -213,23 +282,34 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             stale.unlink()
 
     summary_path = run_dir / "metrics.json"
-    if cfg.resume is not None and summary_path.is_file():  # e.g. a sweep run again with resume=auto
-        summary = read_json(summary_path)
+    # Config errors come before anything is written: a refused resume leaves the run as it was.
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_config(resolved)
+    previous = read_json(summary_path) if summary_path.is_file() else {}
+    if cfg.resume is not None and previous:  # e.g. a sweep run again with resume=auto
         # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
-        if summary.get("status") == "completed" and 0 < cfg.trainer.max_steps <= (summary.get("steps") or 0):
-            log.info("%s already completed %d steps: nothing to do", run_dir, summary["steps"])
-            return summary
-    if ckpt_path is not None:
-        done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
-
+        if previous.get("status") == "completed" and cfg.trainer.max_steps <= (previous.get("steps") or 0):
+            log.info("%s already completed %d steps: nothing to do", run_dir, previous["steps"])
+            return {**previous, "skipped": True}
     info: dict[str, Any] = {"model": cfg.model.get("name"), "data": cfg.data.get("name"), "seed": cfg.seed,
                             "run_dir": str(run_dir)}
+    finish_only = False
+    if ckpt_path is not None:
+        ckpt = read_checkpoint(ckpt_path)
+        done = ckpt["global_step"]
+        changes = resume_changes(ckpt["gen_bench"]["config"], resolved, ckpt_path)
+        if changes:
+            log.info("resuming with changed settings: %s", changes)
+            info["resumed_with_changes"] = [*previous.get("resumed_with_changes", []),
+                                            {"step": done, "changes": changes}]
+        # every step trained, the end of training not done (stopped in the final evaluation): do it now
+        finish_only = done >= cfg.trainer.max_steps
+        del ckpt
+
     loggers: list = []
     summary = None
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         info.update(config_digest=config_digest(resolved), tags=dict(resolved.get("tags") or {}))
-        check_config(resolved)
         if rank_zero_only.rank == 0:
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -248,12 +328,17 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             callbacks.append(instantiate(cfg.model.ema))
         # the guard first: a diverged step stops before any callback evaluates or saves NaN weights;
         # then the training state, which writes last.ckpt at train end before grids and evaluation
-        callbacks = [DivergenceGuard(), TrainingState(resolved), *callbacks, RunSummary(run_dir, info)]
+        callbacks = [DivergenceGuard(), TrainingState(resolved), *callbacks, ConfiguredLearningRates(),
+                     RunSummary(run_dir, info)]
+        trainer_cfg = cfg.trainer
+        if finish_only:  # one step more, so Lightning runs the loop's end; _EndOnly takes the step back
+            callbacks.insert(0, _EndOnly(done))
+            trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": done + 1})
         _configure_wandb(cfg, run_dir)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
             lg.log_hyperparams(resolved)
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
+        trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers,
                                          plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
     except Exception as e:
         _record_failure(run_dir, info, e)
@@ -266,7 +351,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             log.info("resuming from %s (step %d)", ckpt_path, done)
         try:
             with interrupt.graceful_stop():  # SIGINT / SIGTERM: checkpoint at the next step, then exit
-                trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                            weights_only=True)
         except (interrupt.Interrupted, SIGTERMException) as e:
             # Lightning's own SIGTERM stop is a SystemExit with code 0: a scheduler would take the job
             # for finished. Exit with the signal's code instead (143), as Interrupted does.

@@ -93,3 +93,14 @@ def test_path_arguments_are_quoted_for_hydra_only_when_needed():
 def test_ckpt_is_mandatory():
     with pytest.raises(MissingMandatoryValue, match="ckpt"):
         sample_command(compose_sample(["n=8"]))
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path):
+    junk = tmp_path / "notes.ckpt"
+    junk.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes.ckpt is not a gen-bench checkpoint \(torch.load: .*\); pass"):
+        load_run(junk)
+    plain = tmp_path / "tensor.ckpt"
+    torch.save({"weights": torch.zeros(2)}, plain)  # loads, but is no Lightning checkpoint
+    with pytest.raises(ValueError, match="tensor.ckpt is not a Lightning checkpoint"):
+        load_run(plain)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -191,15 +192,22 @@ def test_a_crash_at_train_end_keeps_the_final_step_in_last_ckpt(tmp_path, monkey
         raise RuntimeError(f"{crash} failed")
 
     monkeypatch.setattr(*((Evaluator, "evaluate") if crash == "evaluation" else (SampleGrid, "save")), fail)
-    cfg = compose_train(["data=ring8", *QUIET, "trainer.max_steps=6", "eval=fast",
-                         f"eval.every_n_steps={every}", "callbacks.checkpoint.every_n_train_steps=100",
-                         f"callbacks.sample_grid.every_n_steps={every}"], tmp_path)
+    overrides = ["data=ring8", *QUIET, "trainer.max_steps=6", "eval=fast", f"eval.every_n_steps={every}",
+                 "callbacks.checkpoint.every_n_train_steps=100",
+                 f"callbacks.sample_grid.every_n_steps={every}"]
     with pytest.raises(RuntimeError, match=f"{crash} failed"):
-        run_training(cfg)
+        run_training(compose_train(overrides, tmp_path))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6 and ckpt["callbacks"]["TrainingState"]["batches_seen"] == 6
     summary = read_json(tmp_path / "metrics.json")
     assert summary["status"] == "failed" and summary["steps"] == 6 and f"{crash} failed" in summary["error"]
+
+    monkeypatch.undo()  # fixed: resuming does the end of training only
+    summary = run_training(compose_train([*overrides, "resume=auto"], tmp_path))
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["eval"]["tag"] == "final"
+    assert (tmp_path / "samples" / "scatter_final.png").is_file()
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in weights.items())  # not a step more
 
 
 def test_evaluation_settings_the_metrics_cannot_use_fail_before_training(tmp_path):
@@ -207,8 +215,7 @@ def test_evaluation_settings_the_metrics_cannot_use_fail_before_training(tmp_pat
                         tmp_path)
     with pytest.raises(ValueError, match=r"PRDC needs more than k=5 generated samples.*eval.num_samples=3"):
         run_training(cfg)
-    assert not (tmp_path / "checkpoints").exists()  # nothing trained
-    assert read_json(tmp_path / "metrics.json")["status"] == "failed"
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
 
 
 def test_sigterm_during_sampling_stops_within_seconds_and_the_missed_evaluation_runs_on_resume(tmp_path):
@@ -245,3 +252,53 @@ def test_sigterm_during_sampling_stops_within_seconds_and_the_missed_evaluation_
     summary = read_json(run / "metrics.json")
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert [h["step"] for h in summary["eval"]["history"]] == [4, 6]
+
+
+def test_resume_refuses_another_model_or_changed_settings_and_applies_a_changed_learning_rate(tmp_path):
+    over = ["data=ring8", *QUIET, "trainer.max_steps=3", "eval.enabled=false",
+            "callbacks.sample_grid.every_n_steps=0"]
+    run_training(compose_train(over, tmp_path))
+    before = read_json(tmp_path / "metrics.json")
+    longer = [*over, "trainer.max_steps=6"]
+    with pytest.raises(ValueError, match=r"holds a dcgan model, this config builds ddpm: pass model=dcgan"):
+        run_training(compose_train([*longer, "model=ddpm", f"resume={tmp_path}"], tmp_path))
+    changed = r"settings \(data.shuffle_seed: 0 -> 1, model.real_label: 1.0 -> 0.9, seed: 0 -> 1\)"
+    with pytest.raises(ValueError, match=changed):
+        run_training(compose_train([*longer, "model.real_label=0.9", "seed=1", "resume=auto"], tmp_path))
+    assert read_json(tmp_path / "metrics.json") == before  # a refused resume leaves the run as it was
+
+    summary = run_training(compose_train([*over, "model.optimizer_g.lr=5e-4", "trainer.max_steps=6",
+                                          "resume=auto"], tmp_path))
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    assert summary["resumed_with_changes"] == [
+        {"step": 3, "changes": {"model.optimizer_g.lr": [2e-3, 5e-4], "trainer.max_steps": [3, 6]}}]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert sorted(g["lr"] for opt in ckpt["optimizer_states"] for g in opt["param_groups"]) == [5e-4, 2e-3]
+
+
+def test_a_changed_learning_rate_carries_on_a_warm_up_in_progress(tmp_path):
+    """DDPM warms its learning rate up linearly, lr = base * min(1, (step + 1) / warmup): after resuming
+    step 3 with base 2e-3 instead of 1e-3, step 6 has 2e-3 * 7 / 10."""
+    over = ["data=ring8", "model=ddpm", *QUIET, "trainer.max_steps=3", "eval.enabled=false",
+            "callbacks.sample_grid.every_n_steps=0", "model.nets.toy2d.denoiser.hidden=16",
+            "model.diffusion.num_timesteps=10", "model.training_sampler.steps=3", "model.warmup_steps=10",
+            "data.batch_size=32"]
+    run_training(compose_train(over, tmp_path))
+    run_training(compose_train([*over, "trainer.max_steps=6", "model.optimizer.lr=2e-3", "resume=auto"],
+                               tmp_path))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    (group,) = ckpt["optimizer_states"][0]["param_groups"]
+    assert group["lr"] == pytest.approx(2e-3 * 7 / 10, rel=1e-12) and group["initial_lr"] == 2e-3
+    assert ckpt["lr_schedulers"][0]["base_lrs"] == [2e-3]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.max_steps=0", "trainer.max_steps must be a number of steps >= 1, got 0"),
+    ("trainer.max_steps=-1", "trainer.max_steps must be a number of steps >= 1, got -1"),
+    ("model.optimizer_d.lr=-0.001", "model.optimizer_d.lr must be >= 0, got -0.001"),
+])
+def test_settings_that_cannot_train_are_refused_in_one_line_before_anything_is_written(tmp_path, override,
+                                                                                      message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        run_training(compose_train(["data=ring8", *QUIET, override], tmp_path))
+    assert list(tmp_path.iterdir()) == []
