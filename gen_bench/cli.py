@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gen_bench.assets import assets_command
 from gen_bench.config import config_dir
@@ -18,6 +18,8 @@ USAGE = """usage: gen-bench COMMAND [key=value ...] [hydra options]
 commands:
   train    train one model (or a sweep with -m); e.g.
            gen-bench train model=dcgan data=digits trainer.max_steps=2000 seed=1
+           train a run longer, in its folder (checkpoints, curves, wandb run carry on):
+           gen-bench train resume=runs/RUN trainer.max_steps=4000
   sample   samples from a saved model (grid, or scatter for 2-D data); e.g.
            gen-bench sample ckpt=runs/RUN n=64 sampler=ddim sampler.steps=50
   eval     score a saved model (FID, KID, IS, PRDC, memorization, modes); e.g.
@@ -77,7 +79,12 @@ def _sample(cfg: DictConfig) -> None:
     sample_command(cfg)
 
 
-PATH_KEYS = ("ckpt", "out", "out_dir")  # sample / eval arguments that hold a path
+PATH_KEYS = ("ckpt", "out", "out_dir", "resume")  # arguments that hold a path
+
+
+def _quote(value: str) -> str:
+    q = '"' if "'" in value else "'"
+    return f"{q}{value}{q}"
 
 
 def quote_paths(args: list[str]) -> list[str]:
@@ -87,10 +94,39 @@ def quote_paths(args: list[str]) -> list[str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key in PATH_KEYS and value[:1] not in ("'", '"') and any(c in value for c in "=,"):
-            q = '"' if "'" in value else "'"
-            arg = f"{key}={q}{value}{q}"
+            arg = f"{key}={_quote(value)}"
         out.append(arg)
     return out
+
+
+def _override_key(arg: str) -> str:
+    """The config key an override sets: ``+model.x=1`` -> ``model.x``."""
+    return arg.partition("=")[0].lstrip("+~")
+
+
+def continue_run_args(args: list[str]) -> list[str]:
+    """``gen-bench train resume=RUN [changes]``: train the run in folder RUN on, in that folder.
+
+    The run's own command-line overrides (``RUN/.hydra/overrides.yaml``) come first and the new ones
+    after them (so ``trainer.max_steps=N`` replaces the run's budget), and Hydra's output folder is
+    RUN: checkpoints, curves, the wandb run and the log carry on. A sweep (``-m``), ``resume=auto``
+    and an explicit ``hydra.run.dir`` are left as they are.
+    """
+    if "-m" in args or "--multirun" in args or any(_override_key(a) == "hydra.run.dir" for a in args):
+        return args
+    resume = [a.partition("=")[2].strip("'\"") for a in args if _override_key(a) == "resume"]
+    if not resume or resume[-1] in ("auto", "null", "None", "false", ""):
+        return args
+    from gen_bench.checkpoint import run_dir_of
+
+    run = run_dir_of(resume[-1])
+    if not (run / "checkpoints").is_dir():
+        return args  # not a run folder: run_training says what is wrong with the path
+    saved_path = run / ".hydra" / "overrides.yaml"
+    saved = [str(a) for a in OmegaConf.load(saved_path)] if saved_path.is_file() else []
+    given = {_override_key(a) for a in args}
+    kept = [a for a in saved if _override_key(a) not in given | {"resume"}]
+    return [*kept, *args, f"hydra.run.dir={_quote(str(run))}"]
 
 
 # config_name None: the command parses its own argv (argparse), no Hydra.
@@ -115,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     if config_name is None:
         sys.exit(fn(rest))
     task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(fn)
-    if command in ("sample", "eval"):
-        rest = quote_paths(rest)
+    rest = quote_paths(rest)
+    if command == "train":
+        rest = continue_run_args(rest)
     sys.argv = [f"gen-bench-{command}", *rest]
     task()
 

@@ -302,3 +302,22 @@ def test_settings_that_cannot_train_are_refused_in_one_line_before_anything_is_w
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         run_training(compose_train(["data=ring8", *QUIET, override], tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_a_run_longer_is_one_command_that_carries_on_in_its_folder(tmp_path):
+    """``gen-bench train resume=RUN trainer.max_steps=N``: RUN's own settings, RUN's folder (named
+    after its overrides: '=' and ','), its checkpoint and curves; a new budget, recorded."""
+    first = run_cli(["train", "data=ring8", *QUIET, "trainer.max_steps=3", "eval.enabled=false",
+                     "callbacks.sample_grid.every_n_steps=0", "model.real_label=0.9"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "=" in run.name and "," in run.name
+    longer = run_cli(["train", f"resume={run}", "trainer.max_steps=6"], cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert list((tmp_path / "runs").iterdir()) == [run]  # no new folder for the new budget
+    summary = read_json(run / "metrics.json")
+    assert summary["status"] == "completed" and summary["steps"] == summary["batches_seen"] == 6
+    assert summary["resumed_with_changes"] == [{"step": 3, "changes": {"trainer.max_steps": [3, 6]}}]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    logged = [int(r["step"]) for r in _csv_rows(run / "metrics.csv") if "train/loss_d" in r]
+    assert logged == [0, 1, 2, 3, 4, 5]  # both sessions' curves in one file
