@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import signal
 import sys
 import traceback
@@ -27,7 +28,7 @@ from gen_bench.callbacks import AtomicCheckpointIO, ConfiguredLearningRates, Run
 from gen_bench.checkpoint import read_checkpoint
 from gen_bench.config import flatten
 from gen_bench.evaluation import settings_from
-from gen_bench.io import atomic_write_json, read_json
+from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.leaderboard import stabilizer_tags
 from gen_bench.models import build_model
 
@@ -131,15 +132,32 @@ def _sweep_name() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
-def _configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
-    """Every wandb logger of a sweep's job: the sweep as group, the job's folder as name, and tags
-    for the model, the data, the stabilizers that are on and the run's ``tags``."""
+WANDB_ID_FILE = "wandb_run_id"  # in the run folder: the wandb run every session of the run logs to
+
+
+def _wandb_run_id(run_dir: Path, resuming: bool) -> str:
+    """The run's wandb id: the saved one when the run is resumed, else a new one (saved)."""
+    path = run_dir / WANDB_ID_FILE
+    if resuming and path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # wandb ids: letters and digits
+    if rank_zero_only.rank == 0:
+        atomic_write_bytes(path, f"{run_id}\n".encode())
+    return run_id
+
+
+def _configure_wandb(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> None:
+    """Every wandb logger: one wandb run per gen-bench run, resumed with it (the id saved in the run
+    folder); in a sweep's job, the sweep as group and the job's folder as name; tags for the model,
+    the data, the stabilizers that are on and the run's ``tags``."""
     sweep = _sweep_name()
     extra = [*stabilizer_tags(cfg.model), *(f"{k}={v}" for k, v in (cfg.get("tags") or {}).items())]
     for node in (cfg.get("logger") or {}).values():
         if node is None or not str(node.get("_target_", "")).endswith("WandbLogger"):
             continue
         with open_dict(node):
+            if not node.get("id"):  # WandbLogger resumes a given id ("allow")
+                node.id = _wandb_run_id(run_dir, resuming)
             tags = [str(t) for t in (node.get("tags") or [])]
             node.tags = list(dict.fromkeys([*tags, *extra]))[:64]  # wandb's limit; no duplicates
             if sweep is not None:
@@ -334,7 +352,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         if finish_only:  # one step more, so Lightning runs the loop's end; _EndOnly takes the step back
             callbacks.insert(0, _EndOnly(done))
             trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": done + 1})
-        _configure_wandb(cfg, run_dir)
+        _configure_wandb(cfg, run_dir, resuming=ckpt_path is not None)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
             lg.log_hyperparams(resolved)
