@@ -41,6 +41,18 @@ def atomic_open(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[IO[by
         raise
 
 
+def ensure_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` and check that a file can be written in it (permissions, read-only mounts).
+
+    Raises:
+        OSError: When it cannot (``PermissionError``, ``EROFS``...).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_open`)."""
     with atomic_open(path) as f:
