@@ -72,7 +72,7 @@ def _objective(cfg: DictConfig, summary: dict) -> float | None:
 
 # The jobs of this process's sweep: (completed | failed | skipped, the job's overrides). A launcher that
 # runs jobs in other processes (Slurm) leaves it empty, and no summary is printed.
-SWEEP_JOBS: list[tuple[str, str]] = []
+SWEEP_JOBS: list[tuple[str, list[str]]] = []
 
 
 def _is_multirun() -> bool:
@@ -82,15 +82,23 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _job_overrides() -> str:
+def _job_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
-    return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def sweep_summary(jobs: list[tuple[str, str]]) -> str:
-    """One line: how many jobs completed, failed (with their overrides) and were skipped."""
-    count = {s: [o for status, o in jobs if status == s] for s in ("completed", "failed", "skipped")}
+def sweep_summary(jobs: list[tuple[str, list[str]]]) -> str:
+    """One line: how many jobs completed, failed (named by the overrides that differ between the jobs)
+    and were skipped."""
+    values: dict[str, set[str]] = {}
+    for _, overrides in jobs:
+        for arg in overrides:
+            values.setdefault(_override_key(arg), set()).add(arg)
+    keys_of = [{_override_key(a) for a in o} for _, o in jobs]
+    swept = {k for k, v in values.items() if len(v) > 1 or any(k not in keys for keys in keys_of)}
+    count = {s: [" ".join(a for a in o if not swept or _override_key(a) in swept) for status, o in jobs
+                 if status == s] for s in ("completed", "failed", "skipped")}
     failed = f" ({'; '.join(count['failed'])})" if count["failed"] else ""
     return (f"[gen-bench] sweep: {len(jobs)} runs: {len(count['completed'])} completed, "
             f"{len(count['failed'])} failed{failed}, {len(count['skipped'])} skipped (already complete)")

@@ -321,3 +321,22 @@ def test_train_a_run_longer_is_one_command_that_carries_on_in_its_folder(tmp_pat
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     logged = [int(r["step"]) for r in _csv_rows(run / "metrics.csv") if "train/loss_d" in r]
     assert logged == [0, 1, 2, 3, 4, 5]  # both sessions' curves in one file
+
+
+@pytest.mark.parametrize(("arg", "line"), [
+    ("model.optimzer_g.lr=1e-3", "model has no key 'optimzer_g': did you mean model.optimizer_g?"),
+    ("model=dcgna", "no model config named 'dcgna': did you mean model=dcgan? (options: dcgan, ddpm,"),
+    ("trainer.max_steps=0", "trainer.max_steps must be a number of steps >= 1, got 0"),
+])
+def test_command_line_errors_are_one_line_with_the_closest_name(tmp_path, arg, line):
+    r = run_cli(["train", "data=ring8", arg], cwd=tmp_path)
+    assert r.returncode == 1
+    (only,) = r.stderr.strip().splitlines()
+    assert only.startswith(f"gen-bench: error: {line}")
+
+
+def test_a_traceback_comes_with_verbose(tmp_path):
+    r = run_cli(["train", "data=ring8", "trainer.max_steps=0", "--verbose"], cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == "ValueError: trainer.max_steps must be a number of steps >= 1, got 0"
