@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -14,14 +16,19 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 from gen_bench import interrupt
 from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
+
+log = logging.getLogger(__name__)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -156,23 +163,48 @@ def save_last_checkpoint(trainer: L.Trainer, force: bool = False) -> list[str]:
 
 
 class StepProgressBar(TQDMProgressBar):
-    """A progress bar over optimizer steps up to ``max_steps``, not over epochs."""
+    """A progress bar over optimizer steps up to ``max_steps``, not over epochs; each update written
+    once (tqdm's setters write the bar themselves, so Lightning's bar writes most states twice)."""
+
+    def init_train_tqdm(self) -> Tqdm:
+        trainer = self.trainer
+        return Tqdm(desc="train", total=trainer.max_steps if trainer.max_steps > 0 else None,
+                    initial=trainer.global_step, position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)
 
     def on_train_epoch_start(self, trainer, *_: Any) -> None:
-        super().on_train_epoch_start(trainer)
-        bar = self.train_progress_bar
-        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.n = trainer.global_step
-        bar.initial = 0
-        bar.set_description("train")
+        pass  # the bar is made at train start with its total; the data's epochs do not reset it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar = self.train_progress_bar
         step = trainer.global_step
         if step != bar.n and (step % max(1, self.refresh_rate) == 0 or step == trainer.max_steps):
             bar.n = step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass  # the data's epochs mean nothing here: no extra write of the bar at each
+
+
+class ModelSummary(LightningModelSummary):
+    """Lightning's model summary, logged (so it is in the run's log file) and without its FLOPs column
+    and total: Lightning counts FLOPs by running ``example_input_array``, which a model of several
+    networks has not, and would print 0."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters: int, trainable_parameters: int, model_size: float,
+                  total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
+        cols = [(name, [str(v) for v in values]) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *map(len, values)]) for name, values in cols]
+        lines = [" | ".join(name.ljust(w) for (name, _), w in zip(cols, widths, strict=True))]
+        lines.append("-" * len(lines[0]))
+        lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+                  for row in zip(*(values for _, values in cols), strict=True)]
+        lines.append(f"{get_human_readable_count(trainable_parameters)} trainable parameters, "
+                     f"{get_human_readable_count(total_parameters - trainable_parameters)} non-trainable, "
+                     f"{model_size:.3f} MB")
+        log.info("model\n%s", "\n".join(lines))
 
 
 def _wandb_loggers(trainer) -> list[WandbLogger]:

@@ -40,8 +40,10 @@ or --cfg job to print the composed config without running. Errors are one line; 
 def _train(cfg: DictConfig) -> float | None:
     """One training run (one job of a sweep). Returns the objective for Hydra's Optuna sweeper:
     ``final[objective]`` (``+objective=val/kid``; default ``val/fid``), ``None`` when absent."""
+    from gen_bench.logs import route_library_logs
     from gen_bench.train import run_training
 
+    route_library_logs()
     _relaunchable_as_this_job()
     overrides = _job_overrides()
     try:

@@ -24,7 +24,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen_bench import interrupt
-from gen_bench.callbacks import AtomicCheckpointIO, ConfiguredLearningRates, RunSummary, TrainingState
+from gen_bench.callbacks import (
+    AtomicCheckpointIO,
+    ConfiguredLearningRates,
+    ModelSummary,
+    RunSummary,
+    TrainingState,
+)
 from gen_bench.checkpoint import read_checkpoint
 from gen_bench.config import flatten
 from gen_bench.evaluation import settings_from
@@ -344,6 +350,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         if cfg.model.get("ema") is not None:  # weight EMA: a callback whose settings live with the model
             callbacks.append(instantiate(cfg.model.ema))
+        if cfg.trainer.get("enable_model_summary", True):  # ours, not Lightning's (a FLOPs total of 0)
+            callbacks.append(ModelSummary())
         # the guard first: a diverged step stops before any callback evaluates or saves NaN weights;
         # then the training state, which writes last.ckpt at train end before grids and evaluation
         callbacks = [DivergenceGuard(), TrainingState(resolved), *callbacks, ConfiguredLearningRates(),
@@ -354,6 +362,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": done + 1})
         _configure_wandb(cfg, run_dir, resuming=ckpt_path is not None)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+        for lg in loggers:  # Lightning passes anonymous=None, which wandb warns about in every run
+            if isinstance(lg, WandbLogger) and lg._wandb_init.get("anonymous", 0) is None:
+                del lg._wandb_init["anonymous"]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
             lg.log_hyperparams(resolved)
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers,

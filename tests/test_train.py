@@ -340,3 +340,18 @@ def test_a_traceback_comes_with_verbose(tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last == "ValueError: trainer.max_steps must be a number of steps >= 1, got 0"
+
+
+def test_the_console_is_quiet_and_the_run_log_has_every_line_once(tmp_path):
+    r = run_cli(["train", "data=ring8", "trainer.max_steps=20", "eval=fast", "eval.every_n_steps=10"],
+                cwd=tmp_path, env_extra={"WANDB_SILENT": "false"})  # the default loggers: csv and wandb
+    assert r.returncode == 0, r.stderr[-3000:]
+    console = r.stdout + r.stderr
+    assert "wandb:" not in console and "FLOPs" not in console and "GPU available" not in console
+    bar = [s for s in re.split(r"[\r\n]", r.stdout) if s.startswith("train:")]
+    assert len(bar) == 4 and "0/20" in bar[0]  # the start, steps 10 and 20, the close: each written once
+    assert "eval final: fid=" in r.stderr  # gen-bench's own lines stay
+    (log,) = tmp_path.glob("runs/*/train.log")
+    text = log.read_text()
+    assert text.count("GPU available") == 1 and text.count("Seed set to 0") == 1
+    assert "| generator     | MLPGenerator" in text and "FLOPs" not in text and "eval final: fid=" in text
