@@ -78,8 +78,8 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
     assert grid.endswith("memorization_copier.png")
     from PIL import Image
 
-    with Image.open(grid) as im:  # 8 sample / nearest-training pairs of 16px images
-        assert im.size[0] == 8 * 18 + 2
+    with Image.open(grid) as im:  # 8 captioned sample / nearest-training pairs, 4 a row
+        assert im.size[0] > im.size[1] > 0
 
 
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
