@@ -145,7 +145,7 @@ def pairs_figure(samples: Tensor, nearest: Tensor, ratios: Tensor, pairs_per_row
     n = samples.shape[0]
     cols = min(pairs_per_row, n)
     nrows = int(math.ceil(n / cols))
-    fig, axes = plt.subplots(nrows, 2 * cols, figsize=(2.4 * cols, 1.45 * nrows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(nrows, 2 * cols, figsize=(2.4 * cols, 0.4 + 1.6 * nrows), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
