@@ -292,9 +292,15 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     leaves ``metrics.json`` with status ``failed`` and the error, and the exception propagates (a
     Hydra multirun records the job as failed and goes on with the others).
     """
+    # Config errors come before anything is written or deleted: a refused run leaves its folder as it was.
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_config(resolved)
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_resume(cfg.resume, run_dir)
+    if str(cfg.resume) == "auto" and ckpt_path is None:  # a changed budget names another folder
+        log.info("resume=auto: no checkpoint in %s, so a new run (to train an existing run longer: "
+                 "gen-bench train resume=runs/RUN trainer.max_steps=N)", run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is None and last.exists() and not cfg.get("overwrite", False):
         raise RunExistsError(
@@ -306,9 +312,6 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             stale.unlink()
 
     summary_path = run_dir / "metrics.json"
-    # Config errors come before anything is written: a refused resume leaves the run as it was.
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    check_config(resolved)
     previous = read_json(summary_path) if summary_path.is_file() else {}
     if cfg.resume is not None and previous:  # e.g. a sweep run again with resume=auto
         # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
