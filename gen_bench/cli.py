@@ -116,8 +116,8 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
         close = difflib.get_close_matches(name, error.options, n=1)
-        hint = f"did you mean {group}={close[0]}? " if close else ""
-        return f"no {group} config named {name!r}: {hint}(options: {', '.join(error.options)})"
+        hint = f": did you mean {group}={close[0]}?" if close else ""
+        return f"no {group} config named {name!r}{hint} (options: {', '.join(error.options)})"
     parent_node = getattr(cause, "parent_node", None)
     if parent_node is not None and "not in struct" in str(cause):
         key, full_key = str(cause.key), str(cause.full_key)

@@ -223,6 +223,6 @@ def test_eval_cli_writes_metrics_json_next_to_the_run(trained, eval_cache):
     proc = run_cli(["eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "eval=fast",
                     f"eval.cache_dir={eval_cache}", "eval.metrics=[fid,kid]"], cwd=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = read_json(run_dir / "eval" / "fast-last-dcgan-ema" / "metrics.json")  # protocol, ckpt, model
+    written = read_json(run_dir / "eval" / "fast-last-dcgan-raw" / "metrics.json")  # protocol, ckpt, model
     assert set(written["eval"]["scores"]) == {"fid", "kid", "kid_subset_std"}
     assert "fid=" in proc.stdout and not (run_dir / "eval.log").exists()
