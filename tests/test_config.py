@@ -77,8 +77,9 @@ def test_unknown_names_and_typos_fail_in_one_line_with_the_options(tmp_path):
     assert r.returncode == 1 and "no data config named 'nosuchdata' (options:" in r.stderr
     assert "ring8" in r.stderr
     r = run_cli(["train", "model.spectral_nrom=true", "--cfg", "job"], cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr == ("gen-bench: error: model has no key 'spectral_nrom': did you "
-                                              "mean model.spectral_norm? (a + prefix would add it as a new key)\n")
+    assert r.returncode == 1 and r.stderr == (
+        "gen-bench: error: model has no key 'spectral_nrom': did you mean model.spectral_norm? (a + prefix "
+        "would add it as a new key)\n")
 
 
 def test_configs_are_found_from_any_directory(tmp_path):
