@@ -79,3 +79,13 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """Dotted keys to the leaves of nested mappings (lists are leaves): ``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree} if prefix else {}

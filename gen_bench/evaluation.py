@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gen_bench import interrupt
 from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
 from gen_bench.compute import count_flops
 from gen_bench.metrics.cache import digest
@@ -295,6 +296,7 @@ class Evaluator:
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
         label = model.bind_sampler(self.sampler_factory).label if hasattr(model, "bind_sampler") else None
         for b in range(lo, hi):
+            interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
@@ -433,11 +435,20 @@ class EvaluationCallback(Periodic):
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
         return result
 
+    def _due(self, step: int) -> bool:
+        return self.settings.enabled and self.due(step) and step != self.last_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run stopped (SIGTERM) during the evaluation of the step it resumes from: run it now
+        if self._due(trainer.global_step) and trainer.global_step < trainer.max_steps:
+            self.run(trainer, pl_module, f"step_{trainer.global_step:07d}")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.settings.enabled and self.due(step) and step != self.last_step:
-            last = self.settings.at_end and step == trainer.max_steps
-            self.run(trainer, pl_module, "final" if last else f"step_{step:07d}")
+        if self._due(step):
+            if self.settings.at_end and step == trainer.max_steps:
+                return  # the final evaluation runs at train end, once last.ckpt holds this step
+            self.run(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self.settings.enabled:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import io
 import json
 import math
@@ -686,6 +687,16 @@ def runs_from_wandb(project: str, group: str | None = None, entity: str | None =
 
 
 # --- command ----------------------------------------------------------------------------------------------
+def available_metrics(runs: Sequence[RunRecord]) -> set[str]:
+    """Every name :meth:`RunRecord.score` finds in some run: evaluation scores and final values
+    (``val/`` dropped: ``fid``, ``precision``, ``train/loss_g``...)."""
+    names: set[str] = set()
+    for run in runs:
+        names.update(((run.summary.get("eval") or {}).get("scores") or {}).keys())
+        names.update(k.removeprefix("val/") for k in (run.summary.get("final") or {}))
+    return names
+
+
 def leaderboard_command(argv: Sequence[str]) -> int:
     """``gen-bench leaderboard [SWEEP_DIR] [--metric fid] [--format table|csv|markdown|json] [--wandb]``."""
     parser = argparse.ArgumentParser(
@@ -722,6 +733,13 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     if not runs:
         print(f"gen-bench leaderboard: no metrics.json below {sweep_dir}", file=sys.stderr)
         return 1
+    known = available_metrics(runs)
+    if args.metric.removeprefix("val/") not in known and args.metric not in known:
+        close = difflib.get_close_matches(args.metric.removeprefix("val/"), sorted(known), n=1)
+        hint = f"did you mean --metric {close[0]}? " if close else ""
+        print(f"gen-bench leaderboard: error: no run below {sweep_dir} has a metric {args.metric!r}: {hint}"
+              f"(available: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
+        return 2
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
     try:
         board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shlex
 
 import pytest
 import torch
@@ -180,3 +182,17 @@ def iter_n(sampler, n):
     it = iter(sampler)
     for _ in range(n):
         yield next(it)
+
+
+def test_the_hint_for_a_folder_without_the_usual_image_endings_is_an_override_that_works(tmp_path):
+    from PIL import Image
+
+    for i in range(4):  # grey-level PGM, not among the default endings
+        Image.new("L", (8, 8), 60 * i).save(tmp_path / f"scan{i}.pgm")
+    overrides = ["data=image_folder", f"data.path={tmp_path}", "data.image_size=8"]
+    with pytest.raises(FileNotFoundError, match="no image files") as missing:
+        instantiate(compose_train(overrides, tmp_path / "run").data.source).load()
+    (hint,) = re.findall(r"\S*data\.source\.extensions=\S+", str(missing.value))
+    (override,) = shlex.split(hint)  # as the shell passes it
+    source = instantiate(compose_train([*overrides, override], tmp_path / "run").data.source)
+    assert len(source.load()) == 4

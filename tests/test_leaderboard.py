@@ -277,6 +277,16 @@ def test_command_line(sweep, tmp_path, capsys):
     assert done.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
+def test_an_unknown_metric_is_an_error_naming_the_closest_and_draws_nothing(sweep, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", str(sweep), "--metric", "fdi"])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not list(sweep.glob("*.png"))
+    assert captured.err.strip() == (f"gen-bench leaderboard: error: no run below {sweep} has a metric 'fdi': "
+                                    "did you mean --metric fid? (available: fid, precision)")
+
+
 def test_runs_from_the_wandb_api_make_the_same_leaderboard():
     def run(name, model, seed, fid, state="finished"):
         config = {"model": {**DCGAN, "name": model}, "data": {"name": "ring8"}, "seed": seed, "_wandb": {}}

@@ -130,6 +130,9 @@ def test_a_failed_job_does_not_stop_the_sweep_and_resume_auto_runs_only_what_is_
     first = run_cli(cmd, cwd=tmp_path)
     assert first.returncode != 0  # the sweep reports its failure...
     assert "[gen-bench] FAILED" in first.stderr and "injected failure (seed 1)" in first.stderr
+    summary = [line for line in first.stderr.splitlines() if line.startswith("[gen-bench] sweep:")]
+    assert summary == ["[gen-bench] sweep: 2 runs: 1 completed, 1 failed (seed=1), 0 skipped "
+                       "(already complete)"]
     by_seed = {s["seed"]: (p, s) for p, s in ((p, read_json(p)) for p in sweep.glob("*/metrics.json"))}
     assert by_seed[0][1]["status"] == "completed"  # ...after running every job
     assert by_seed[1][1]["status"] == "failed" and "injected failure" in by_seed[1][1]["error"]
@@ -145,6 +148,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_resume_auto_runs_only_what_is_
     second = run_cli([*cmd, "resume=auto"], cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "already completed 3 steps: nothing to do" in second.stdout + second.stderr
+    assert "[gen-bench] sweep: 2 runs: 1 completed, 0 failed, 1 skipped (already complete)" in second.stderr
     assert by_seed[0][0].stat().st_mtime_ns == done_before  # the finished run was left alone
     assert read_json(by_seed[1][0])["status"] == "completed"
     board = build_leaderboard(collect_runs(sweep))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gen_bench import interrupt
 from gen_bench.diffusion.process import Denoiser, GaussianDiffusion, randn_like
 
 
@@ -164,5 +165,6 @@ def sample_loop(denoiser: Denoiser, sampler: Sampler, x_T: Tensor,
     # mininterval: at most one refresh a second, so logs of non-interactive runs stay readable
     for t, t_prev in tqdm(pairs, desc=f"sampling ({sampler.label})", disable=not progress, leave=False,
                           dynamic_ncols=True, mininterval=1.0):
+        interrupt.check()  # a run asked to stop (SIGTERM) does not wait for hundreds of steps
         x = sampler.step(denoiser(x, _full(t, x)), t, t_prev, x, generator)
     return x

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,38 @@ class EvalSettings:
         if self.memorization.space not in ("pixels", "features"):
             raise ValueError(f"eval.memorization.space must be 'pixels' or 'features', "
                              f"got {self.memorization.space!r}")
+        self._check_metric_needs()
+
+    def _check_metric_needs(self) -> None:
+        """Settings the metrics in ``metrics`` cannot work with fail here, at configuration time (before
+        a run trains for hours and then fails in its final evaluation)."""
+        if "prdc" in self.metrics:
+            p = self.prdc
+            k = max(p.k_pr, p.k_dc)
+            if min(p.k_pr, p.k_dc) < 1:
+                raise ValueError(f"eval.prdc.k_pr and eval.prdc.k_dc must be >= 1, got {p.k_pr} and {p.k_dc}")
+            generated = min(self.num_samples, p.max_samples or self.num_samples)
+            if generated <= k:
+                raise ValueError(
+                    f"PRDC needs more than k={k} generated samples (the k-th nearest neighbour of each), but "
+                    f"uses {generated} (eval.num_samples={self.num_samples}, eval.prdc.max_samples="
+                    f"{p.max_samples}): raise them above {k}, or drop prdc from eval.metrics")
+            if p.num_reference is not None and p.num_reference <= k:
+                raise ValueError(f"PRDC needs more than k={k} real samples: eval.prdc.num_reference="
+                                 f"{p.num_reference} must be > {k} (or null: the whole reference)")
+        if "kid" in self.metrics and (self.kid.subsets < 1 or self.kid.subset_size < 2):
+            raise ValueError(f"KID needs eval.kid.subsets >= 1 and eval.kid.subset_size >= 2, got "
+                             f"{self.kid.subsets} and {self.kid.subset_size}")
+        if "is" in self.metrics and self.inception_score.splits < 1:
+            raise ValueError(f"eval.inception_score.splits must be >= 1, got {self.inception_score.splits}")
+        wanted = self.modes.num_samples
+        if "modes" in self.metrics and wanted is not None and wanted > self.num_samples:
+            # not an error: the presets set modes.num_samples = num_samples, and lowering num_samples
+            # alone is common; but the count (PacGAN's 26,000...) is part of the protocol, so say it
+            n = self.num_samples
+            warnings.warn(f"eval.modes.num_samples={wanted} is capped by eval.num_samples={n}: modes are "
+                          f"counted on {n} samples. Set eval.num_samples={wanted} to count them on {wanted}, "
+                          f"or eval.modes.num_samples={n} to silence this", UserWarning, stacklevel=2)
 
     @property
     def cache_path(self) -> Path:

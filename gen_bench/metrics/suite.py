@@ -361,14 +361,13 @@ class MemorizationScore(Score):
         samples = self.last.get("grid_samples")
         if not self.image_kind or samples is None or samples.numel() == 0 or self.settings.grid_pairs <= 0:
             return {}
-        from gen_bench.viz import save_image_grid
+        from gen_bench.viz import save_pairs
 
         nearest = self.last["grid_nearest"].cpu()
         split_idx = nearest if self.train_index is None else self.train_index[nearest]
         train_images = images_at(self.train_set, split_idx)
-        # sample, its nearest training image, next sample, ...
-        pairs = torch.stack([samples.cpu(), train_images.float().cpu()], 1).flatten(0, 1)
-        path = save_image_grid(pairs, Path(out_dir) / f"memorization_{tag}.png", nrow=8)
+        path = save_pairs(samples.cpu(), train_images.float().cpu(), self.last["grid_ratio"].cpu(),
+                          Path(out_dir) / f"memorization_{tag}.png")
         return {"memorization_grid": str(path)}
 
 
