@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import random
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -15,9 +16,14 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
+from gen_bench import interrupt
 from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
@@ -167,45 +173,124 @@ class TrainingState(Callback):
         # Logged here, before ModelCheckpoint (callbacks run before the model's hooks, checkpoints
         # last), whose file names read the same "step".
         pl_module.log("step", float(trainer.global_step), logger=True, prog_bar=False)
+        # A stop asked for by SIGINT / SIGTERM happens here, where the state is whole (checkpointed
+        # by on_exception), and before this step's sample grid or evaluation start.
+        interrupt.check()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A graceful stop (ours, or Lightning's at a batch boundary on SIGTERM) comes at a step boundary
+        # or from inside sampling: the weights, optimizers and counters are those after a whole step,
+        # so last.ckpt resumes exactly. A bare KeyboardInterrupt may land mid-step: no checkpoint.
+        if isinstance(exception, (interrupt.Interrupted, SIGTERMException)):
+            save_last_checkpoint(trainer, force=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        # ModelCheckpoint saves every N steps only; make last.ckpt hold the final step too, and tell
-        # the callback, or its own on_train_end (it runs after this one) writes last-v1.ckpt.
-        for cb in trainer.callbacks:
-            if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
-                    and cb._last_global_step_saved != trainer.global_step):
-                path = str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
-                cb.last_model_path = path  # part of the saved callback state, so set before saving
-                trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
-                cb._last_global_step_saved = trainer.global_step
-                cb._last_checkpoint_saved = path
+        # Before the sample grid and the final evaluation (this callback comes before them): a crash
+        # there must not lose the steps trained since the last periodic checkpoint.
+        save_last_checkpoint(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # Again after them, so a run extended later (resume with a larger max_steps) carries the final
+        # evaluation's history and the wall time it took.
+        save_last_checkpoint(trainer, force=True)
+
+
+def save_last_checkpoint(trainer: L.Trainer, force: bool = False) -> list[str]:
+    """Write ``last.ckpt`` of every ``ModelCheckpoint(save_last=True)`` with the trainer's full state.
+
+    ``ModelCheckpoint`` saves every N steps only; this makes ``last.ckpt`` hold the current step, and
+    tells the callback, or its own ``on_train_end`` (Lightning runs checkpoint callbacks last) writes
+    ``last-v1.ckpt``. Every process must call it (saving synchronises them).
+
+    Args:
+        trainer: The trainer.
+        force: Write even when the callback has already saved this step (the state of other
+            callbacks, an evaluation's history say, may have changed since).
+
+    Returns:
+        The paths written.
+    """
+    written = []
+    for cb in trainer.callbacks:
+        if (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath
+                and (force or cb._last_global_step_saved != trainer.global_step)):
+            path = str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+            cb.last_model_path = path  # part of the saved callback state, so set before saving
+            trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
+            cb._last_global_step_saved = trainer.global_step
+            cb._last_checkpoint_saved = path
+            written.append(path)
+    return written
+
+
+class Periodic(Callback):
+    """A callback that acts every ``every_n_steps`` training steps (sample grids, evaluations), or at
+    the steps of ``at_steps`` when set; a compute budget sets these once it knows the run's length."""
+
+    every_n_steps: int
+    at_steps: frozenset[int] | None = None
+
+    def due(self, step: int) -> bool:
+        """Whether to act after ``step`` updates (never at step 0)."""
+        if step <= 0:
+            return False
+        if self.at_steps is not None:
+            return step in self.at_steps
+        return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
 
 class StepProgressBar(TQDMProgressBar):
-    """A progress bar over optimizer steps up to ``max_steps``, not over epochs."""
+    """A progress bar over optimizer steps up to ``max_steps``, not over epochs; each update written
+    once (tqdm's setters write the bar themselves, so Lightning's bar writes most states twice)."""
+
+    def init_train_tqdm(self) -> Tqdm:
+        trainer = self.trainer
+        return Tqdm(desc="train", total=trainer.max_steps if trainer.max_steps > 0 else None,
+                    initial=trainer.global_step, position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)
 
     def on_train_epoch_start(self, trainer, *_: Any) -> None:
-        super().on_train_epoch_start(trainer)
-        bar = self.train_progress_bar
-        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.n = trainer.global_step
-        bar.initial = 0
-        bar.set_description("train")
+        pass  # the bar is made at train start with its total; the data's epochs do not reset it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar = self.train_progress_bar
         step = trainer.global_step
+        if trainer.max_steps > 0 and bar.total != trainer.max_steps:  # a budget has set the length
+            bar.total = trainer.max_steps
         if step != bar.n and (step % max(1, self.refresh_rate) == 0 or step == trainer.max_steps):
             bar.n = step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass  # the data's epochs mean nothing here: no extra write of the bar at each
+
+
+class ModelSummary(LightningModelSummary):
+    """Lightning's model summary, logged (so it is in the run's log file) and without its FLOPs column
+    and total: Lightning counts FLOPs by running ``example_input_array``, which a model of several
+    networks has not, and would print 0."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters: int, trainable_parameters: int, model_size: float,
+                  total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
+        cols = [(name, [str(v) for v in values]) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *map(len, values)]) for name, values in cols]
+        lines = [" | ".join(name.ljust(w) for (name, _), w in zip(cols, widths, strict=True))]
+        lines.append("-" * len(lines[0]))
+        lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+                  for row in zip(*(values for _, values in cols), strict=True)]
+        lines.append(f"{get_human_readable_count(trainable_parameters)} trainable parameters, "
+                     f"{get_human_readable_count(total_parameters - trainable_parameters)} non-trainable, "
+                     f"{model_size:.3f} MB")
+        log.info("model\n%s", "\n".join(lines))
 
 
 def _wandb_loggers(trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
-class SampleGrid(Callback):
+class SampleGrid(Periodic):
     """Fixed-noise samples every ``every_n_steps`` steps and at the end of training.
 
     Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. Video: the same grids of
@@ -261,8 +346,8 @@ class SampleGrid(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
-                and step != self._last_step and trainer.is_global_zero):
+        # the last step's grid is the final one, drawn at train end once last.ckpt is written
+        if self.due(step) and step < trainer.max_steps and step != self._last_step and trainer.is_global_zero:
             self._last_step = step
             self.save(trainer, pl_module, f"step_{step:07d}")
 
@@ -300,8 +385,9 @@ class RunSummary(Callback):
     """Writes ``metrics.json`` (status, steps, wall time, final metrics), ``metrics.csv`` and
     ``loss_curves.png`` into the run directory.
 
-    ``metrics.json`` is rewritten atomically at the start (status ``running``), at the end
-    (``completed``) and on an exception (``failed`` with the error, or ``interrupted``).
+    ``metrics.json`` is rewritten atomically at the start (status ``running``), at every checkpoint
+    (the step, wall time and status it holds), at the end (``completed``) and on an exception
+    (``failed`` with the error, or ``interrupted``).
 
     Args:
         run_dir: The run directory.
@@ -312,6 +398,7 @@ class RunSummary(Callback):
         self.run_dir = Path(run_dir)
         self.info = dict(info or {})
         self.path = self.run_dir / "metrics.json"
+        self.status = "running"
 
     def _state(self, trainer) -> TrainingState | None:
         return next((c for c in trainer.callbacks if isinstance(c, TrainingState)), None)
@@ -341,6 +428,7 @@ class RunSummary(Callback):
             "final": {**previous.get("final", {}), **final},
             **extra,
         }
+        self.status = status
         if status != "failed":
             summary.pop("error", None)
         if trainer.is_global_zero:
@@ -349,6 +437,10 @@ class RunSummary(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # after a resume has restored the step
         self.write(trainer, "running")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # so a run killed at any time says how far it got, not the step it started from
+        self.write(trainer, self.status)
 
     def _artefacts(self, trainer) -> None:
         for lg in trainer.loggers:
@@ -367,8 +459,10 @@ class RunSummary(Callback):
         self.write(trainer, "completed")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            self.write(trainer, "interrupted")
+        if isinstance(exception, (KeyboardInterrupt, interrupt.Interrupted, SIGTERMException)):
+            name = getattr(exception, "signal_name", None) or (
+                "SIGINT" if isinstance(exception, KeyboardInterrupt) else "SIGTERM")
+            self.write(trainer, "interrupted", interrupted_by=name)
             return
         err = "".join(traceback.format_exception_only(type(exception), exception)).strip()
         self.write(trainer, "failed", error=err, traceback=traceback.format_exc()[-4000:])
@@ -376,3 +470,37 @@ class RunSummary(Callback):
 
 def find_callback(trainer: L.Trainer, kind: type) -> Any | None:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+class ConfiguredLearningRates(Callback):
+    """A resumed run trains with the learning rates of its config, not those saved in the checkpoint.
+
+    Lightning builds the optimizers from the config, then loads their saved state, learning rates
+    included, over them: a learning rate changed for the resumed run would be dropped without a word.
+    This puts each parameter group's configured base rate back after the restore, scaling its current
+    rate (a warm-up or schedule in progress) and its scheduler's base rate to match. A no-op when the
+    rates did not change.
+    """
+
+    def __init__(self) -> None:
+        self.configured: list[list[float]] = []
+
+    @staticmethod
+    def _base(group: dict[str, Any]) -> float:
+        return group.get("initial_lr", group["lr"])  # schedulers keep the configured rate as initial_lr
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # optimizers built, their state not yet restored
+        self.configured = [[self._base(g) for g in opt.param_groups] for opt in trainer.optimizers]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for opt, rates in zip(trainer.optimizers, self.configured, strict=True):
+            for j, (group, new) in enumerate(zip(opt.param_groups, rates, strict=True)):
+                old = self._base(group)
+                if new == old:
+                    continue
+                group["lr"] = group["lr"] * new / old if old else new
+                if "initial_lr" in group:
+                    group["initial_lr"] = new
+                for config in trainer.lr_scheduler_configs:
+                    if config.scheduler.optimizer is opt and hasattr(config.scheduler, "base_lrs"):
+                        config.scheduler.base_lrs[j] = new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,35 @@ from gen_bench.data import GenerativeDataModule
 from gen_bench.models import GenerativeModule, build_model
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``gen-bench train``, loaded with ``weights_only=True`` (tensors and plain
+    types only: a file from elsewhere cannot run code while it is read).
+
+    Raises:
+        ValueError: ``path`` is not such a checkpoint (another file, another program's checkpoint).
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a gen-bench checkpoint (torch.load: {reason[:150]}); pass a "
+                         "checkpoints/*.ckpt file of a run or the run's folder") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict / global_step); pass a "
+                         "checkpoints/*.ckpt file of a run or the run's folder")
+    if not (ckpt.get("gen_bench") or {}).get("config"):
+        raise ValueError(f"{path} was not written by gen-bench train (it has no embedded run config)")
+    return ckpt
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; pass ckpt=PATH to a .ckpt file or a run directory")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "gen_bench" not in ckpt or not ckpt["gen_bench"].get("config"):
-        raise ValueError(f"{path} was not written by gen-bench train (it has no embedded run config)")
-    return ckpt
+    return read_checkpoint(path)
 
 
 def load_run(path: str | Path, map_location: str | torch.device = "cpu"

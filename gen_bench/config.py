@@ -60,9 +60,32 @@ def per_kind(options: dict, *, _root_) -> object:
                      "or a default entry, or set the key on the command line")
 
 
+def switch(value: object, options: dict) -> object:
+    """``${switch:${..spectral_norm},{true: none, false: batch}}``: the option keyed by ``value``.
+
+    A setting that follows another one (the discriminator's norm follows ``spectral_norm``); a
+    command-line override of the key replaces the interpolation, so what the user types wins.
+    """
+    if value not in options:
+        raise ValueError(f"no option for {value!r} in ${{switch:...,{dict(options)}}}; valid: "
+                         f"{', '.join(map(repr, options))}")
+    return options[value]
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_slug", run_slug, replace=True)
     OmegaConf.register_new_resolver("per_kind", per_kind, replace=True)
+    OmegaConf.register_new_resolver("switch", switch, replace=True)
 
 
 register_resolvers()
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """Dotted keys to the leaves of nested mappings (lists are leaves): ``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree} if prefix else {}

@@ -2,7 +2,9 @@
 
 Writes ``metrics.json`` in the layout of a training run's (the run's own fields, ``final`` with
 the ``val/*`` scores, ``eval`` with scores, protocols and draw) to ``out_dir``, by default
-``<run dir>/eval/<eval.name>-<checkpoint name>/``, next to the memorization grid.
+``<run dir>/eval/<eval.name>-<checkpoint name>-<sampler label>-<ema|raw>/`` (one folder per result:
+an evaluation with another sampler or without the EMA weights does not overwrite this one), next to
+the memorization grid.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt``, evaluate it with ``cfg.eval`` and write ``metrics.json``; returns its content."""
     from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
     from gen_bench.evaluation import Evaluator, settings_from
-    from gen_bench.io import atomic_write_json, read_json
+    from gen_bench.io import atomic_write_json, ensure_writable, read_json
     from gen_bench.train import config_digest
 
     start = time.perf_counter()
@@ -33,13 +35,20 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
         model.ema_weights = None
     run_dir = run_dir_of(cfg.ckpt)
-    ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
-    default_out = run_dir / "eval" / f"{settings.name}-{ckpt_name}"
-    out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out
     model_cfg = run_cfg.get("model") or {}
     sampler = cfg.get("sampler")  # null: the model's own
-
-    evaluator = Evaluator(settings, datamodule, sampler, out_dir)
+    evaluator = Evaluator(settings, datamodule, sampler)
+    draw = evaluator.draw_record(model)
+    ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
+    label = draw["sampler"] or model_cfg.get("name")  # models that sample in one pass: their name
+    parts = [settings.name, ckpt_name, label, "ema" if draw["ema"] else "raw"]
+    out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else run_dir / "eval" / "-".join(parts)
+    try:  # now, not after minutes of sampling
+        ensure_writable(out_dir)
+    except OSError as e:
+        raise PermissionError(f"cannot write the results to {out_dir} ({e.strerror or e}): pass "
+                              "out_dir=DIR to write them elsewhere") from None
+    evaluator.out_dir = out_dir
     result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
 
     previous = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}

@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gen_bench.callbacks import TrainingState, capture_rng, find_callback, restore_rng
+from gen_bench import interrupt
+from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
+from gen_bench.compute import count_flops
 from gen_bench.metrics.cache import digest
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
 from gen_bench.metrics.reference import Reference, frames, reference_features
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 VAL_PREFIX = "val/"  # log keys are val/<score>, e.g. val/fid
 _EXTRACTOR_ID_KEYS = ("name", "version", "weights_sha256", "feature_dim", "preprocessing")
+RANDOM_FALLBACK_WARNING = (
+    "eval.extractor=auto: %s is unlabeled and the Inception weights are not on this machine, so FID, KID "
+    "and precision / recall use the features of a randomly initialised conv net: comparable within "
+    "gen-bench on this dataset only, not with published numbers (fid_real_baseline, the held-out split "
+    "against the training reference, gives their scale). For Inception features run `gen-bench assets "
+    "fetch --to DIR` on a machine with internet, then eval.assets_dir=DIR eval.extractor=inception")
 
 
 def settings_from(config: EvalSettings | Mapping | DictConfig | None) -> EvalSettings:
@@ -88,6 +95,19 @@ def _rank_zero_first() -> Iterator[None]:
     finally:
         if world > 1 and rank == 0:
             torch.distributed.barrier()
+
+
+def _first_samples(batch: EvalBatch, limit: int) -> EvalBatch:
+    """The rows of ``batch`` that belong to the first ``limit`` samples of the draw (video: frames of
+    the first ``limit`` clips); the batch itself when all do. Possibly empty: every score is updated
+    on every batch, so its state has a shape to sync across processes."""
+    steps = batch.clips.shape[2] if batch.clips is not None else 1
+    keep = batch.index // steps < limit
+    if bool(keep.all()):
+        return batch
+    features = {name: {k: v[keep] for k, v in f.items()} for name, f in batch.features.items()}
+    clips = batch.clips[keep.view(-1, steps)[:, 0]] if batch.clips is not None else None
+    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips)
 
 
 @dataclass
@@ -169,6 +189,23 @@ class Evaluator:
         self.scores: list[Score] = []
         self.skipped: dict[str, str] = {}
         self.setup_seconds = 0.0
+        self._sampling_flops: dict[str | None, float] = {}  # sampler label -> FLOPs per sample
+        self._warned = False
+
+    def extractor_name(self) -> str:
+        """The main extractor: ``eval.extractor`` with ``auto`` resolved (:func:`auto_extractor`).
+
+        When ``auto`` falls back to the random conv net (unlabeled data, no Inception weights on disk)
+        it logs a warning naming the fix, once, on process 0.
+        """
+        s = self.settings
+        if s.extractor != "auto":
+            return s.extractor
+        name = auto_extractor(self.spec, s)
+        if name == "random" and not self._warned and _distributed()[0] == 0:
+            log.warning(RANDOM_FALLBACK_WARNING, self.datamodule.name)
+            self._warned = True
+        return name
 
     # --- setup -------------------------------------------------------------------------------------
     def setup(self, device: torch.device | str = "cpu") -> None:
@@ -180,7 +217,7 @@ class Evaluator:
         s = self.settings
         rank, _ = _distributed()
         with torch.random.fork_rng(devices=[]), _rank_zero_first():  # builders may initialise networks
-            name = auto_extractor(self.spec, s) if s.extractor == "auto" else s.extractor
+            name = self.extractor_name()
             self.main = build_extractor(name, ExtractorRequest(self.spec, self.datamodule, s, device))
             self.extractors = {name: self.main}
             ref = s.reference
@@ -218,9 +255,11 @@ class Evaluator:
     def draw_record(self, model) -> dict[str, Any]:
         s = self.settings
         diffusion = hasattr(model, "bind_sampler")
-        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "batch_size": s.batch_size,
-                "sampler": model.bind_sampler(self.sampler_factory).label if diffusion else None,
+        label = model.bind_sampler(self.sampler_factory).label if diffusion else None
+        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "num_drawn": self.num_drawn(),
+                "batch_size": s.batch_size, "sampler": label,
                 "sampler_config": self.sampler if diffusion else None,
+                "sampling_flops_per_sample": self._sampling_flops.get(label),
                 "ema": getattr(model, "ema_weights", None) is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
 
@@ -235,24 +274,37 @@ class Evaluator:
         shape = self.spec.shape if self.spec.kind != "video" else (self.spec.shape[0], *self.spec.shape[2:])
         return torch.zeros(0, *shape, device=self.device)
 
+    def num_drawn(self) -> int:
+        """Samples drawn per draw: ``eval.num_samples``, or more where a score needs more (mode
+        counting on stacked digits); every score sees only its own first samples."""
+        return max([self.settings.num_samples, *(sc.samples_needed or 0 for sc in self.scores)])
+
     def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None) -> None:
         feats = {name: ext(samples) for name, ext in self.extractors.items()}
         batch = EvalBatch(samples, feats, index, clips)
         for score in self.scores:
-            score.update(batch)
+            score.update(_first_samples(batch, score.samples_needed or self.settings.num_samples))
 
     def _draw(self, model, draw_seed: int) -> None:
         """Sample this process's share of the draw and update every metric."""
         s = self.settings
         rank, world = _distributed()
-        num_batches = math.ceil(s.num_samples / s.batch_size)
+        num_drawn = self.num_drawn()
+        num_batches = math.ceil(num_drawn / s.batch_size)
         diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
         kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
+        label = model.bind_sampler(self.sampler_factory).label if hasattr(model, "bind_sampler") else None
         for b in range(lo, hi):
-            n = min(s.batch_size, s.num_samples - b * s.batch_size)
+            interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
+            n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
-            x = model.sample(n, generator=g, **kw).detach().float().to(self.device)
+            if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
+                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, **kw))
+                self._sampling_flops[label] = flops / n
+            else:
+                x = model.sample(n, generator=g, **kw)
+            x = x.detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
             index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
@@ -319,7 +371,7 @@ class Evaluator:
         return result
 
 
-class EvaluationCallback(Callback):
+class EvaluationCallback(Periodic):
     """Evaluates every ``eval.every_n_steps`` steps and at the end of training.
 
     Logs ``val/<score>`` to every logger, keeps the history, and contributes the final scores and
@@ -345,6 +397,14 @@ class EvaluationCallback(Callback):
         self.eval_seconds = 0.0
         self.share: float | None = None
 
+    @property
+    def every_n_steps(self) -> int:
+        return self.settings.every_n_steps
+
+    @every_n_steps.setter
+    def every_n_steps(self, value: int) -> None:
+        self.settings.every_n_steps = value
+
     def _evaluator(self, trainer) -> Evaluator:
         if self.evaluator is None:
             if trainer.datamodule is None:
@@ -353,6 +413,10 @@ class EvaluationCallback(Callback):
             out = self.run_dir / "eval" if self.run_dir is not None else None
             self.evaluator = Evaluator(self.settings, trainer.datamodule, self.sampler, out)
         return self.evaluator
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.settings.enabled:  # a fall-back to random features is worth knowing before the first eval
+            self._evaluator(trainer).extractor_name()
 
     def run(self, trainer, pl_module, tag: str) -> EvalResult:
         step = trainer.global_step
@@ -365,15 +429,26 @@ class EvaluationCallback(Callback):
                 lg.log_metrics(logged, step=step)
         for k, v in logged.items():
             trainer.callback_metrics[k] = torch.tensor(v)
-        self.history.append({"step": step, **result.values()})
+        state = find_callback(trainer, TrainingState)
+        wall = {"wall_s": round(state.wall_time, 3)} if state is not None else {}
+        self.history.append({"step": step, **wall, **result.values()})
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
         return result
 
+    def _due(self, step: int) -> bool:
+        return self.settings.enabled and self.due(step) and step != self.last_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run stopped (SIGTERM) during the evaluation of the step it resumes from: run it now
+        if self._due(trainer.global_step) and trainer.global_step < trainer.max_steps:
+            self.run(trainer, pl_module, f"step_{trainer.global_step:07d}")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n, step = self.settings.every_n_steps, trainer.global_step
-        if self.settings.enabled and n > 0 and step > 0 and step % n == 0 and step != self.last_step:
-            last = self.settings.at_end and step == trainer.max_steps
-            self.run(trainer, pl_module, "final" if last else f"step_{step:07d}")
+        step = trainer.global_step
+        if self._due(step):
+            if self.settings.at_end and step == trainer.max_steps:
+                return  # the final evaluation runs at train end, once last.ckpt holds this step
+            self.run(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self.settings.enabled:

@@ -7,6 +7,10 @@
     -> seeds aggregated as mean and std  -> ranked by a metric within its evaluation protocol
     -> terminal table, CSV / Markdown / JSON, a metric-over-steps PNG, a wandb Table
 
+The default ranking depends on the data: 2-D mixtures rank by modes hit, then by the share of
+high-quality samples (the VEEGAN / PacGAN numbers; FID on raw 2-D points ranks a shapeless blob
+above a sharp generator), with FID shown beside them; everything else ranks by FID.
+
 Only scores measured under the same protocol (``protocol_id`` in ``metrics.json``: data, extractor
 and its weights, sample counts, reference split) are ranked against each other; a sweep mixing
 protocols gets one ranking per protocol. Runs that failed, are still running or have no score are
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import io
 import json
 import math
@@ -34,11 +39,17 @@ from gen_bench.io import read_json
 LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss")
 PREFERRED_COLUMNS = ("kid", "precision", "recall", "coverage", "modes", "hq_fraction", "fvd", "is",
                      "copy_rate")
+# The default ranking of 2-D mixtures: modes hit, then the high-quality share (both higher-is-better).
+TOY_RANKING = ("modes", "hq_fraction")
 # Config keys that never change results: left out when telling groups apart.
 _IGNORED_PREFIXES = ("seed", "run_dir", "output_root", "resume", "overwrite", "logger", "callbacks", "tags",
                      "data.shuffle_seed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                      "trainer.log_every_n_steps", "eval.cache_dir", "eval.assets_dir", "model.progress",
                      "objective")
+# The x axes of score-over-training plots (see RunRecord.history).
+X_AXES = ("step", "train_flops", "images", "wall_s", "samples")
+_X_LABELS = {"step": "training step", "train_flops": "training FLOPs", "images": "real images seen",
+             "wall_s": "wall time (s)", "samples": "real samples seen"}
 # Shown in the stabilizers column (``stabilizer``: the arm of experiment=compare_stabilizers).
 _STABILIZER_KEYS = ("model.spectral_norm", "model.real_label", "model.instance_noise", "model.grad_clip_g",
                     "model.grad_clip_d", "stabilizer", "stabilizers")
@@ -114,6 +125,11 @@ class RunRecord:
         return self.summary.get("seed", self.config.get("seed"))
 
     @property
+    def kind(self) -> str | None:
+        """The data kind of the run's config (``toy2d``, ``image``, ``video``; ``None`` if unknown)."""
+        return (self.config.get("data") or {}).get("kind")
+
+    @property
     def stabilizers(self) -> dict[str, Any]:
         return stabilizer_settings(self.config.get("model"))
 
@@ -130,11 +146,32 @@ class RunRecord:
                 return _finite(final[key]), None
         return None, None
 
-    def history(self, metric: str) -> list[tuple[int, float]]:
-        """(step, value) of every evaluation during training (``eval.history``), finite values only."""
+    def history(self, metric: str, x: str = "step") -> list[tuple[float, float]]:
+        """(x, value) of every evaluation during training (``eval.history``), finite values only.
+
+        Args:
+            metric: A score of the history.
+            x: ``step``; ``train_flops`` or ``images`` (the compute ledger's per-step cost times the
+                step); ``wall_s`` (the run's wall time at the evaluation); ``samples`` (real samples
+                seen, from ``batches_seen``). Runs without the needed record give no points.
+        """
+        if x not in X_AXES:
+            raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
         name = metric.removeprefix("val/")
         rows = (self.summary.get("eval") or {}).get("history") or []
-        return [(int(r["step"]), float(r[name])) for r in rows if _finite(r.get(name)) is not None]
+        compute = self.summary.get("compute") or {}
+        per_step = {"step": 1.0, "train_flops": compute.get("flops_per_step"),
+                    "images": compute.get("images_per_step")}
+        if x == "samples" and self.samples_seen is not None and self.summary.get("steps"):
+            per_step["samples"] = self.samples_seen / self.summary["steps"]
+        out = []
+        for r in rows:
+            value = _finite(r.get(name))
+            pos = r.get("wall_s") if x == "wall_s" else (
+                r["step"] * per_step[x] if per_step.get(x) is not None else None)
+            if value is not None and pos is not None:
+                out.append((float(pos), value))
+        return out
 
     @property
     def samples_seen(self) -> int | None:
@@ -226,9 +263,26 @@ def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
 
 # --- the leaderboard ------------------------------------------------------------------------------------
 def default_direction(metric: str) -> str:
-    """``min`` for distances and error-like scores (fid, kid, fvd, copy rate...), else ``max``."""
+    """``min`` for distances and error-like scores (fid, kid, fvd, mode_kl, copy rate...), else ``max``."""
     leaf = metric.split("/")[-1]
-    return "min" if any(leaf.startswith(p) for p in LOWER_IS_BETTER) else "max"
+    return "min" if any(leaf.startswith(p) or leaf.endswith(f"_{p}") for p in LOWER_IS_BETTER) else "max"
+
+
+def default_ranking(runs: Sequence[RunRecord]) -> tuple[str, str | None]:
+    """(metric, tie-break) of the default ranking: :data:`TOY_RANKING` when every run whose data kind
+    is known is on 2-D data, else ``("fid", None)``.
+
+    Raises:
+        ValueError: When 2-D runs are mixed with runs of another kind (no one score ranks both).
+    """
+    kinds = {r.kind for r in runs if r.kind is not None}
+    if kinds == {"toy2d"}:
+        return TOY_RANKING
+    if "toy2d" in kinds:
+        raise ValueError(f"the runs mix 2-D data with {', '.join(sorted(kinds - {'toy2d'}))} data, which "
+                         f"rank by different scores (2-D: {' then '.join(TOY_RANKING)}, images: fid); "
+                         "pass --metric, or rank each dataset's folder on its own")
+    return "fid", None
 
 
 @dataclass
@@ -243,6 +297,7 @@ class Leaderboard:
         unranked: Runs that are not in a mean: failed, running, interrupted, or without the score.
         protocols: protocol_id -> the evaluation settings it stands for (from ``metrics.json``).
         source: Where the runs came from.
+        then_by: The score that breaks ties of ``metric`` (in its own default direction), if any.
     """
 
     metric: str
@@ -252,6 +307,7 @@ class Leaderboard:
     unranked: list[dict[str, Any]]
     protocols: dict[str, dict[str, Any]]
     source: str = ""
+    then_by: str | None = None
 
     # --- exports -------------------------------------------------------------------------------------
     def flat_columns(self) -> list[str]:
@@ -274,8 +330,9 @@ class Leaderboard:
 
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "metric": self.metric, "direction": self.direction,
-                           "columns": self.columns, "rows": self.rows, "unranked": self.unranked,
-                           "protocols": self.protocols}, indent=2, default=str) + "\n"
+                           "then_by": self.then_by, "columns": self.columns, "rows": self.rows,
+                           "unranked": self.unranked, "protocols": self.protocols},
+                          indent=2, default=str) + "\n"
 
     def _display(self) -> tuple[list[str], list[list[str]]]:
         show_variant = any(r["variant"] for r in self.rows)
@@ -311,7 +368,8 @@ class Leaderboard:
         header, body = self._display()
         widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-        out = [f"leaderboard of {self.source or 'runs'}: ranked by {self.metric}, mean ± std over seeds"]
+        ranked_by = self.metric + (f", then {self.then_by}" if self.then_by else "")
+        out = [f"leaderboard of {self.source or 'runs'}: ranked by {ranked_by}, mean ± std over seeds"]
         if len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1:
             out.append("(several evaluation protocols: ranks are within each protocol only)")
         out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in body)]
@@ -372,17 +430,22 @@ def group_key(run: RunRecord, variant: str) -> tuple[str, str, str, str]:
     return run.model, run.data, stabilizer_label(run.stabilizers), variant
 
 
-def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction: str | None = None,
+def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, direction: str | None = None,
                       columns: Sequence[str] | None = None, source: str = "") -> Leaderboard:
     """Group runs (model + data + stabilizers + other differing settings), aggregate seeds, rank.
 
     Args:
         runs: From :func:`collect_runs`.
-        metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``).
+        metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``);
+            ``None``: :func:`default_ranking` (2-D data: modes, then hq_fraction; else fid).
         direction: ``min`` or ``max``; ``None``: :func:`default_direction`.
-        columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have.
+        columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have
+            (with the tie-break score and fid first under the 2-D ranking).
         source: Where the runs came from (shown in the title).
     """
+    then_by = None
+    if metric is None:
+        metric, then_by = default_ranking(runs)
     metric = metric.removeprefix("val/")
     direction = direction or default_direction(metric)
     if direction not in ("min", "max"):
@@ -390,8 +453,11 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction:
     variants = _variant_labels(runs)
     if columns is None:
         present = {n for r in runs for n in ((r.summary.get("eval") or {}).get("scores") or {})}
-        columns = [c for c in PREFERRED_COLUMNS if c in present and c != metric][:5]
+        preferred = ([then_by, "fid"] if then_by else []) + list(PREFERRED_COLUMNS)
+        columns = [c for c in dict.fromkeys(preferred) if c in present and c != metric][:5]
     columns = [c.removeprefix("val/") for c in columns if c.removeprefix("val/") != metric]
+    if then_by is not None and then_by not in columns:
+        columns.insert(0, then_by)
 
     groups: dict[tuple[str, str, str, str], list[RunRecord]] = {}
     unranked = []
@@ -433,19 +499,25 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str = "fid", direction:
 
     # rank within each protocol; groups with no score (or mixed protocols) come last, unranked
     sign = 1.0 if direction == "min" else -1.0
+    then_sign = 1.0 if then_by is None or default_direction(then_by) == "min" else -1.0
+
+    def then_key(r: dict[str, Any]) -> float:  # groups without the tie-break score come last among equals
+        v = r.get(f"{then_by}_mean") if then_by else None
+        return then_sign * v if v is not None else math.inf
+
     rankable = [r for r in rows if r[f"{metric}_mean"] is not None and r["protocol_id"] != "mixed"]
     by_protocol: dict[Any, list[dict[str, Any]]] = {}
     for r in rankable:
         by_protocol.setdefault((r["data"], r["protocol_id"]), []).append(r)
     ordered = []
     for key in sorted(by_protocol, key=lambda k: (str(k[0]), str(k[1]))):
-        block = sorted(by_protocol[key],
-                       key=lambda r: (sign * r[f"{metric}_mean"], r["model"], r["stabilizers"], r["variant"]))
+        block = sorted(by_protocol[key], key=lambda r: (sign * r[f"{metric}_mean"], then_key(r), r["model"],
+                                                        r["stabilizers"], r["variant"]))
         for i, r in enumerate(block, 1):
             r["rank"] = i
         ordered += block
     ordered += [r for r in rows if r not in rankable]
-    return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source)
+    return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source, then_by)
 
 
 # --- plot ---------------------------------------------------------------------------------------------
@@ -458,28 +530,23 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
         runs: From :func:`collect_runs`; runs without an evaluation history are left out.
         metric: A score of ``eval.history``.
         path: PNG to write.
-        x: ``step`` (optimizer steps of the main network) or ``samples`` (real samples seen).
+        x: One of ``X_AXES`` (see :meth:`RunRecord.history`); non-step axes are drawn on a log scale.
         title: Figure title.
     """
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
-    if x not in ("step", "samples"):
-        raise ValueError(f"x must be 'step' or 'samples', got {x!r}")
+    if x not in X_AXES:
+        raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
     metric = metric.removeprefix("val/")
     variants = _variant_labels(runs)
     curves: dict[str, dict[tuple, dict[float, list[float]]]] = {}
     for i, run in enumerate(runs):
-        hist = run.history(metric)
+        hist = run.history(metric, x)
         if run.status == "failed" or not hist:
             continue
-        scale = 1.0
-        if x == "samples":
-            if run.samples_seen is None or not run.summary.get("steps"):
-                continue
-            scale = run.samples_seen / run.summary["steps"]  # samples per step
         per_step = curves.setdefault(run.data, {}).setdefault(group_key(run, variants[i]), {})
-        for step, v in hist:
-            per_step.setdefault(step * scale, []).append(v)
+        for pos, v in hist:
+            per_step.setdefault(pos, []).append(v)
     panels = sorted(curves) or ["(no evaluation history)"]
     fig = Figure(figsize=(6 * len(panels), 4.2), dpi=100)
     axes = fig.subplots(1, len(panels), squeeze=False)
@@ -502,7 +569,9 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
         if positive and len(positive) == len(all_vals) and max(positive) / min(positive) > 100:
             ax.set_yscale("log")  # FIDs of barely trained and trained models differ by decades
         ax.set_title(data, fontsize=10)
-        ax.set_xlabel("training step" if x == "step" else "real samples seen")
+        ax.set_xlabel(_X_LABELS[x])
+        if x != "step" and all_vals:
+            ax.set_xscale("log")  # budgets are compared a decade apart
         ax.set_ylabel(f"{metric} (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         if all_vals:
@@ -555,7 +624,7 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
     run = wandb.init(project=project or run_project, entity=entity, group=sweep_dir.name,
                      job_type="leaderboard", name=f"leaderboard-{sweep_dir.name}", dir=str(sweep_dir),
                      mode=mode, tags=["leaderboard", board.metric], reinit="finish_previous",
-                     config={"metric": board.metric, "direction": board.direction,
+                     config={"metric": board.metric, "then_by": board.then_by, "direction": board.direction,
                              "sweep_dir": str(sweep_dir)})
     try:
         payload: dict[str, Any] = {
@@ -618,13 +687,24 @@ def runs_from_wandb(project: str, group: str | None = None, entity: str | None =
 
 
 # --- command ----------------------------------------------------------------------------------------------
+def available_metrics(runs: Sequence[RunRecord]) -> set[str]:
+    """Every name :meth:`RunRecord.score` finds in some run: evaluation scores and final values
+    (``val/`` dropped: ``fid``, ``precision``, ``train/loss_g``...)."""
+    names: set[str] = set()
+    for run in runs:
+        names.update(((run.summary.get("eval") or {}).get("scores") or {}).keys())
+        names.update(k.removeprefix("val/") for k in (run.summary.get("final") or {}))
+    return names
+
+
 def leaderboard_command(argv: Sequence[str]) -> int:
     """``gen-bench leaderboard [SWEEP_DIR] [--metric fid] [--format table|csv|markdown|json] [--wandb]``."""
     parser = argparse.ArgumentParser(
         prog="gen-bench leaderboard",
         description="Rank the runs of a sweep folder by a metric (mean ± std over seeds).")
     parser.add_argument("sweep_dir", nargs="?", help="a sweep folder (default: the newest in runs/sweeps)")
-    parser.add_argument("--metric", default="fid", help="ranking score from metrics.json (default: fid)")
+    parser.add_argument("--metric", help="ranking score from metrics.json (default: modes, then "
+                        "hq_fraction, for 2-D data; fid for the rest)")
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--lower-is-better", dest="direction", action="store_const", const="min")
     order.add_argument("--higher-is-better", dest="direction", action="store_const", const="max")
@@ -634,7 +714,9 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     parser.add_argument("--plot", help="PNG of the metric over training steps "
                         "(default: SWEEP_DIR/<metric>_over_steps.png)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
-    parser.add_argument("--x", default="step", choices=["step", "samples"], help="the plot's x axis")
+    parser.add_argument("--x", default="step", choices=list(X_AXES),
+                        help="the plot's x axis: training steps, training FLOPs, real images seen, wall "
+                             "time (the compute ledger of each run), or real samples seen")
     parser.add_argument("--wandb", action="store_true", help="also log the table as a wandb Table")
     parser.add_argument("--wandb-project", help="wandb project (default: the runs' logger.wandb.project)")
     parser.add_argument("--wandb-entity", help="wandb entity for online logging")
@@ -651,8 +733,19 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     if not runs:
         print(f"gen-bench leaderboard: no metrics.json below {sweep_dir}", file=sys.stderr)
         return 1
+    known = available_metrics(runs)
+    if args.metric.removeprefix("val/") not in known and args.metric not in known:
+        close = difflib.get_close_matches(args.metric.removeprefix("val/"), sorted(known), n=1)
+        hint = f"did you mean --metric {close[0]}? " if close else ""
+        print(f"gen-bench leaderboard: error: no run below {sweep_dir} has a metric {args.metric!r}: {hint}"
+              f"(available: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
+        return 2
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
-    board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))
+    try:
+        board = build_leaderboard(runs, args.metric, args.direction, columns, source=str(sweep_dir))
+    except ValueError as e:
+        print(f"gen-bench leaderboard: {e}", file=sys.stderr)
+        return 2
     text = board.format(args.format)
     if args.output:
         Path(args.output).write_text(text)
@@ -661,7 +754,8 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         sys.stdout.write(text)
     plot = None
     if not args.no_plot:
-        plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_steps.png"
+        suffix = "steps" if args.x == "step" else args.x
+        plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_{suffix}.png"
         plot_metric_over_steps(runs, board.metric, plot, x=args.x, title=f"{board.metric}: {sweep_dir.name}")
         print(f"[gen-bench] plot -> {plot}", file=sys.stderr)
     if args.wandb:

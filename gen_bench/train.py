@@ -6,6 +6,9 @@ import hashlib
 import json
 import logging
 import math
+import secrets
+import signal
+import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -17,10 +20,22 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gen_bench.callbacks import AtomicCheckpointIO, RunSummary, TrainingState
-from gen_bench.io import atomic_write_json, read_json
+from gen_bench import interrupt
+from gen_bench.callbacks import (
+    AtomicCheckpointIO,
+    ConfiguredLearningRates,
+    ModelSummary,
+    RunSummary,
+    TrainingState,
+)
+from gen_bench.checkpoint import read_checkpoint
+from gen_bench.compute import Budget, ComputeLedger, StepCost, count_parameters, world_size_of
+from gen_bench.config import flatten
+from gen_bench.evaluation import settings_from
+from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
 from gen_bench.leaderboard import stabilizer_tags
 from gen_bench.models import build_model
 
@@ -67,6 +82,21 @@ class DivergenceGuard(Callback):
             raise DivergedError(f"diverged at step {trainer.global_step}: {shown}")
 
 
+class _EndOnly(Callback):
+    """Runs only the end of training (last.ckpt, the final sample grid and evaluation, metrics.json) of
+    a run resumed from a checkpoint that holds all its steps: one stopped, or failed, in that end.
+
+    Lightning skips a fit whose checkpoint has reached ``max_steps``, end included; the run is started
+    with one step more and this sets the limit back before the first step, so the loop ends at once.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        trainer.fit_loop.epoch_loop.max_steps = self.max_steps
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     """The checkpoint to continue from.
 
@@ -109,15 +139,32 @@ def _sweep_name() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
-def _configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
-    """Every wandb logger of a sweep's job: the sweep as group, the job's folder as name, and tags
-    for the model, the data, the stabilizers that are on and the run's ``tags``."""
+WANDB_ID_FILE = "wandb_run_id"  # in the run folder: the wandb run every session of the run logs to
+
+
+def _wandb_run_id(run_dir: Path, resuming: bool) -> str:
+    """The run's wandb id: the saved one when the run is resumed, else a new one (saved)."""
+    path = run_dir / WANDB_ID_FILE
+    if resuming and path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # wandb ids: letters and digits
+    if rank_zero_only.rank == 0:
+        atomic_write_bytes(path, f"{run_id}\n".encode())
+    return run_id
+
+
+def _configure_wandb(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> None:
+    """Every wandb logger: one wandb run per gen-bench run, resumed with it (the id saved in the run
+    folder); in a sweep's job, the sweep as group and the job's folder as name; tags for the model,
+    the data, the stabilizers that are on and the run's ``tags``."""
     sweep = _sweep_name()
     extra = [*stabilizer_tags(cfg.model), *(f"{k}={v}" for k, v in (cfg.get("tags") or {}).items())]
     for node in (cfg.get("logger") or {}).values():
         if node is None or not str(node.get("_target_", "")).endswith("WandbLogger"):
             continue
         with open_dict(node):
+            if not node.get("id"):  # WandbLogger resumes a given id ("allow")
+                node.id = _wandb_run_id(run_dir, resuming)
             tags = [str(t) for t in (node.get("tags") or [])]
             node.tags = list(dict.fromkeys([*tags, *extra]))[:64]  # wandb's limit; no duplicates
             if sweep is not None:
@@ -168,11 +215,89 @@ def _check_training_sampler(model_cfg: DictConfig, model) -> None:
                          "model.training_sampler=null (the model's own sampler)") from e
 
 
+def check_config(resolved: dict[str, Any]) -> None:
+    """Refuse, before anything is built, settings a run cannot train or evaluate with.
+
+    Args:
+        resolved: The run's resolved config.
+
+    Raises:
+        ValueError: Naming the setting and what to set instead.
+    """
+    steps = (resolved.get("trainer") or {}).get("max_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        # Lightning reads -1 as "no limit": with max_epochs=-1 that is a run that never ends
+        raise ValueError(f"trainer.max_steps must be a number of steps >= 1, got {steps!r}")
+    for key, value in flatten(resolved.get("model") or {}, "model.").items():
+        if key.rsplit(".", 1)[-1] == "lr" and isinstance(value, (int, float)) and value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    settings_from(resolved.get("eval"))  # the metrics' needs (PRDC's k neighbours...), see EvalSettings
+
+
+# What a resumed run may change, besides its learning rates (applied: ConfiguredLearningRates): paths,
+# logging and display, the evaluation, speed options, and the budget (a larger trainer.max_steps trains
+# the run on). Any other change would silently train a different run than its config says.
+_RESUME_BOOKKEEPING = ("run_dir", "resume", "output_root", "overwrite")
+_RESUME_ALLOWED = ("logger", "callbacks", "eval", "tags", "objective", "trainer.max_steps",
+                   "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                   "trainer.accelerator", "data.num_workers", "matmul_precision", "channels_last", "compile",
+                   "compile_kwargs")
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_changes(saved: dict[str, Any], new: dict[str, Any], where: str | Path) -> dict[str, list]:
+    """The settings a resumed run changes, ``{key: [in the checkpoint, now]}``.
+
+    Args:
+        saved: The resolved config stored in the checkpoint.
+        new: This run's resolved config.
+        where: The checkpoint, for messages.
+
+    Raises:
+        ValueError: The checkpoint holds another model, or the config changes settings a resume cannot
+            honour (the message lists them).
+    """
+    old_model, new_model = saved.get("model") or {}, new.get("model") or {}
+    identity = ("name", "_target_")
+    if [old_model.get(k) for k in identity] != [new_model.get(k) for k in identity]:
+        raise ValueError(f"resume: {where} holds a {old_model.get('name')} model, this config builds "
+                         f"{new_model.get('name')}: pass model={old_model.get('name')} (with the run's other "
+                         "settings), or start a new run without resume=")
+    absent = "(absent)"
+    a, b = flatten(saved), flatten(new)
+    changed = {k: [a.get(k, absent), b.get(k, absent)] for k in sorted(set(a) | set(b))
+               if a.get(k, absent) != b.get(k, absent) and not _under(k, _RESUME_BOOKKEEPING)}
+    refused = [k for k in changed if not _under(k, _RESUME_ALLOWED) and k.rsplit(".", 1)[-1] != "lr"]
+    if refused:
+        shown = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        raise ValueError(f"resume: {where} was trained with other settings ({shown}); a resume applies only "
+                         "learning rates, trainer.max_steps, eval / logging / callback settings. Set these "
+                         "back, or start a new run without resume=")
+    return changed
+
+
 # Lightning warns that with manual optimization a step-interval checkpoint holds the weights after
 # that step's updates. That is gen-bench's contract (checkpoint N = the state after N steps, what a
 # resume continues from, tested bit for bit), so the warning says nothing a user must act on.
 warnings.filterwarnings("ignore",
                         message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+
+
+def _target_steps(cfg: DictConfig, budget: Budget, previous: dict[str, Any]) -> int | None:
+    """The step this run trains to: ``trainer.max_steps``, or under a budget the budget's steps for
+    the step cost measured in an earlier session (``metrics.json``); ``None`` when not yet measured."""
+    if not budget.active:
+        return int(cfg.trainer.max_steps)
+    c = previous.get("compute") or {}
+    if not c.get("flops_per_step_per_process"):
+        return None
+    world = int(c.get("world_size") or 1)
+    cost = StepCost(flops=int(c["flops_per_step_per_process"]), batches=int(c["batches_per_step"]),
+                    batch_size=int(c["images_per_step"]) // (int(c["batches_per_step"]) * world))
+    return budget.max_steps(cost, world)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -182,9 +307,15 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     leaves ``metrics.json`` with status ``failed`` and the error, and the exception propagates (a
     Hydra multirun records the job as failed and goes on with the others).
     """
+    # Config errors come before anything is written or deleted: a refused run leaves its folder as it was.
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_config(resolved)
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_resume(cfg.resume, run_dir)
+    if str(cfg.resume) == "auto" and ckpt_path is None:  # a changed budget names another folder
+        log.info("resume=auto: no checkpoint in %s, so a new run (to train an existing run longer: "
+                 "gen-bench train resume=runs/RUN trainer.max_steps=N)", run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is None and last.exists() and not cfg.get("overwrite", False):
         raise RunExistsError(
@@ -196,21 +327,33 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             stale.unlink()
 
     summary_path = run_dir / "metrics.json"
-    if cfg.resume is not None and summary_path.is_file():  # e.g. a sweep run again with resume=auto
-        summary = read_json(summary_path)
+    previous = read_json(summary_path) if summary_path.is_file() else {}
+    budget = Budget(**(cfg.get("budget") or {}))
+    target_steps = _target_steps(cfg, budget, previous)
+    if cfg.resume is not None and previous:  # e.g. a sweep run again with resume=auto
         # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
-        if summary.get("status") == "completed" and 0 < cfg.trainer.max_steps <= (summary.get("steps") or 0):
-            log.info("%s already completed %d steps: nothing to do", run_dir, summary["steps"])
-            return summary
-    if ckpt_path is not None:
-        done = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
-
+        if (previous.get("status") == "completed" and target_steps is not None
+                and target_steps <= (previous.get("steps") or 0)):
+            log.info("%s already completed %d steps: nothing to do", run_dir, previous["steps"])
+            return {**previous, "skipped": True}
     info: dict[str, Any] = {"model": cfg.model.get("name"), "data": cfg.data.get("name"), "seed": cfg.seed,
                             "run_dir": str(run_dir)}
+    finish_only = False
+    if ckpt_path is not None:
+        ckpt = read_checkpoint(ckpt_path)
+        done = ckpt["global_step"]
+        changes = resume_changes(ckpt["gen_bench"]["config"], resolved, ckpt_path)
+        if changes:
+            log.info("resuming with changed settings: %s", changes)
+            info["resumed_with_changes"] = [*previous.get("resumed_with_changes", []),
+                                            {"step": done, "changes": changes}]
+        # every step trained, the end of training not done (stopped in the final evaluation): do it now
+        finish_only = target_steps is not None and done >= target_steps
+        del ckpt
+
     loggers: list = []
     summary = None
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         info.update(config_digest=config_digest(resolved), tags=dict(resolved.get("tags") or {}))
         if rank_zero_only.rank == 0:
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -226,18 +369,30 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told to hide
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        # Weight EMA (its settings live with the model) comes before every callback that samples, so
-        # at step N the sample grid and the evaluation read the EMA with step N's update, as the
-        # checkpoint of step N holds it. The guard comes first of all: a diverged step stops before
-        # any callback averages, evaluates or saves NaN weights.
+        # Order matters. The compute ledger first: it counts the first step's FLOPs up to its own batch
+        # end, before the other callbacks' work at that step. Then the guard: a diverged step stops
+        # before any callback averages, evaluates or saves NaN weights. Then weight EMA (its settings
+        # live with the model), so the training state's checkpoints and every callback that samples
+        # (grids, evaluation) see the EMA with the step's update. Then the training state, which writes
+        # last.ckpt at train end before the grids and the evaluation.
         ema = [instantiate(cfg.model.ema)] if cfg.model.get("ema") is not None else []
-        callbacks = [DivergenceGuard(), *ema, *callbacks, TrainingState(resolved, seed=cfg.seed),
-                     RunSummary(run_dir, info)]
-        _configure_wandb(cfg, run_dir)
+        if cfg.trainer.get("enable_model_summary", True):  # ours, not Lightning's (a FLOPs total of 0)
+            callbacks.append(ModelSummary())
+        ledger = ComputeLedger(count_parameters(model), world_size_of(cfg.trainer), budget)
+        callbacks = [ledger, DivergenceGuard(), *ema, TrainingState(resolved, seed=cfg.seed), *callbacks,
+                     ConfiguredLearningRates(), RunSummary(run_dir, info)]
+        trainer_cfg = cfg.trainer
+        if finish_only:  # one step more, so Lightning runs the loop's end; _EndOnly takes the step back
+            callbacks.insert(0, _EndOnly(done))
+            trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": done + 1})
+        _configure_wandb(cfg, run_dir, resuming=ckpt_path is not None)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+        for lg in loggers:  # Lightning passes anonymous=None, which wandb warns about in every run
+            if isinstance(lg, WandbLogger) and lg._wandb_init.get("anonymous", 0) is None:
+                del lg._wandb_init["anonymous"]
         for lg in loggers:  # the whole run config, not only the model's hyperparameters
             lg.log_hyperparams(resolved)
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
+        trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers,
                                          plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
     except Exception as e:
         _record_failure(run_dir, info, e)
@@ -248,7 +403,18 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     try:
         if ckpt_path is not None:
             log.info("resuming from %s (step %d)", ckpt_path, done)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        try:
+            with interrupt.graceful_stop():  # SIGINT / SIGTERM: checkpoint at the next step, then exit
+                trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                            weights_only=True)
+        except (interrupt.Interrupted, SIGTERMException) as e:
+            # Lightning's own SIGTERM stop is a SystemExit with code 0: a scheduler would take the job
+            # for finished. Exit with the signal's code instead (143), as Interrupted does.
+            stop = e if isinstance(e, interrupt.Interrupted) else interrupt.Interrupted(signal.SIGTERM)
+            if rank_zero_only.rank == 0:
+                print(f"[gen-bench] {stop} at step {trainer.global_step}: checkpoints/last.ckpt holds it; "
+                      "run the same command with resume=auto to continue", file=sys.stderr)
+            raise stop from None
         summary = read_json(run_dir / "metrics.json")
         failed = summary.get("status") != "completed"
         return summary

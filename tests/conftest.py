@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -46,11 +47,23 @@ def compose_train(overrides: list[str], run_dir: Path | str) -> DictConfig:
         return compose("train", overrides=[*overrides, f"run_dir={run_dir}"])
 
 
+def _obey_permissions() -> None:
+    """In a child process before exec: drop root's power to ignore file permissions (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH) from the capability bounding set, so a read-only folder is read-only to it too."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def run_cli(args: list[str], cwd: Path | str | None = None, timeout: float = 300,
-            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``gen-bench ARGS`` in a subprocess (the installed console script's code path)."""
+            env_extra: dict[str, str] | None = None,
+            obey_permissions: bool = False) -> subprocess.CompletedProcess:
+    """Run ``gen-bench ARGS`` in a subprocess (the installed console script's code path);
+    ``obey_permissions``: even when the tests run as root (root writes anywhere)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true",
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "gen_bench.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=_obey_permissions if obey_permissions and os.geteuid() == 0 else None)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+from gen_bench.models.nets import MLPDenoiser
 
 
 class Throttle(Callback):
@@ -66,3 +70,15 @@ class RankRecorder(Callback):
             h.update(v.detach().cpu().numpy().tobytes())
         self.record["end"].append([trainer.global_step, h.hexdigest()])
         self._save(trainer, self.record)
+
+
+class SleepyDenoiser(MLPDenoiser):
+    """A denoiser whose sampling (eval-mode) passes take ``$SLEEPY_SECONDS`` each and announce themselves
+    by creating the file ``$SLEEPY_MARKER``: a stand-in for minutes of DDPM sampling. From the
+    environment, so a resumed run's config is the same."""
+
+    def forward(self, x, t):
+        if not self.training and os.environ.get("SLEEPY_MARKER"):
+            Path(os.environ["SLEEPY_MARKER"]).touch()
+            time.sleep(float(os.environ.get("SLEEPY_SECONDS", "0")))
+        return super().forward(x, t)

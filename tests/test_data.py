@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shlex
 
 import pytest
 import torch
@@ -68,9 +70,9 @@ def test_digits_are_resized_to_the_configured_size_and_keep_labels():
 
 def test_stacked_digits_channels_are_independent_digits_with_their_labels():
     digits, labels = load_sklearn_digits(16)
-    src = StackedDigits(image_size=16, num_samples=500, seed=1)
+    src = StackedDigits(image_size=16, num_samples=500, seed=1, heldout_fraction=0.0)
     assert src.spec.num_modes == 1000 and src.spec.label_shape == (3,)
-    x, y = src.load()[torch.arange(500)]
+    x, y = src.load().train[torch.arange(500)]
     assert x.shape == (500, 3, 16, 16) and y.shape == (500, 3)
     flat = (digits.float() / 255).flatten(1)  # (M, S*S)
     for c in range(3):
@@ -81,6 +83,32 @@ def test_stacked_digits_channels_are_independent_digits_with_their_labels():
         assert torch.equal(labels[best], y[:, c])
     triples = (y[:, 0] * 100 + y[:, 1] * 10 + y[:, 2]).unique()
     assert len(triples) > 350  # 500 draws over 1000 modes hit ~394 of them
+
+
+def _channel_digits(x: torch.Tensor) -> set[bytes]:
+    """The distinct single-channel images of (N, 3, S, S) stacks."""
+    return {img.numpy().tobytes() for img in x.flatten(0, 1)}
+
+
+def test_stacked_digits_heldout_stacks_use_only_heldout_source_digits(tmp_path):
+    """The held-out stacks must not show any digit of the training stacks: the classifier's held-out
+    accuracy and the memorization baseline are measured on them."""
+    over = ["data=stacked_digits", "data.image_size=8", "data.source.num_samples=4000"]
+    dm = instantiate(compose_train(over, tmp_path).data)
+    x_train, _ = dm.tensors("train")
+    x_held, y_held = dm.tensors("heldout")
+    assert (len(x_train), len(x_held)) == (3600, 400)
+    train_digits, held_digits = _channel_digits(x_train), _channel_digits(x_held)
+    assert not train_digits & held_digits
+    # the split is of the 1797 source digits: 180 held out (about 18 per class), the rest for training
+    digits, _ = load_sklearn_digits(8)
+    source = _channel_digits(digits.float().div(255))
+    assert held_digits <= source and train_digits <= source
+    assert 150 < len(held_digits) <= 180 and len(train_digits) > 1500
+    assert set(y_held.flatten().tolist()) == set(range(10))
+    # a held-out share set on the datamodule as well is a clear error (the source decides)
+    with pytest.raises(ValueError, match="comes with its own held-out split.*data.heldout_fraction=null"):
+        instantiate(compose_train([*over, "data.heldout_fraction=0.1"], tmp_path).data).setup()
 
 
 def test_shapes_colour_and_label_agree():
@@ -154,3 +182,17 @@ def iter_n(sampler, n):
     it = iter(sampler)
     for _ in range(n):
         yield next(it)
+
+
+def test_the_hint_for_a_folder_without_the_usual_image_endings_is_an_override_that_works(tmp_path):
+    from PIL import Image
+
+    for i in range(4):  # grey-level PGM, not among the default endings
+        Image.new("L", (8, 8), 60 * i).save(tmp_path / f"scan{i}.pgm")
+    overrides = ["data=image_folder", f"data.path={tmp_path}", "data.image_size=8"]
+    with pytest.raises(FileNotFoundError, match="no image files") as missing:
+        instantiate(compose_train(overrides, tmp_path / "run").data.source).load()
+    (hint,) = re.findall(r"\S*data\.source\.extensions=\S+", str(missing.value))
+    (override,) = shlex.split(hint)  # as the shell passes it
+    source = instantiate(compose_train([*overrides, override], tmp_path / "run").data.source)
+    assert len(source.load()) == 4

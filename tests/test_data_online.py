@@ -218,6 +218,29 @@ def test_cifar10_resized_and_split(tmp_path: Path, skip_md5: None) -> None:
     assert x.shape == (10, 3, 8, 8) and 0 <= x.min() and x.max() <= 1
 
 
+def test_cifar10_config_trains_on_the_training_set_and_holds_out_the_test_set(tmp_path: Path,
+                                                                            skip_md5: None) -> None:
+    """Ho et al.'s protocol: the 50,000 training images for training and FID's reference, the
+    10,000 test images held out; never a random share of train + test."""
+    images, labels = write_cifar10(tmp_path, per_batch=3)  # 5 x 3 training images, then 3 test images
+    cfg = OmegaConf.create({"seed": 0, "data": OmegaConf.load(CONF / "cifar10.yaml")})
+    cfg.data.path = str(tmp_path)
+    cfg.data.batch_size = 2
+    dm = instantiate(cfg.data)
+    pixels = torch.from_numpy(images / 255.0).float()
+    x, y = dm.tensors("train")
+    assert torch.equal(x, pixels[:15]) and y.tolist() == labels[:15].tolist()
+    x, y = dm.tensors("heldout")
+    assert torch.equal(x, pixels[15:]) and y.tolist() == labels[15:].tolist()
+    # a split the datamodule should draw and a source that brings its own disagree clearly
+    cfg.data.source.split = "all"
+    with pytest.raises(ValueError, match="data.heldout_fraction is null.*set data.heldout_fraction"):
+        instantiate(cfg.data).setup()
+    official = CIFAR10(path=tmp_path, image_size=32, split="official")
+    with pytest.raises(ValueError, match="comes with its own held-out split.*data.heldout_fraction=null"):
+        GenerativeDataModule(source=official, name="cifar10", heldout_fraction=0.1).setup()
+
+
 def test_cifar10_missing_and_corrupt_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path))) as err:
         CIFAR10(path=tmp_path, image_size=8).load()

@@ -63,6 +63,30 @@ def test_spectral_norm_switch_reaches_the_model_from_config(tmp_path):
     assert not any(hasattr(m, "parametrizations") for m in plain.discriminator.modules())
 
 
+def test_spectral_norm_on_images_drops_batch_norm_from_d(tmp_path):
+    """Batch norm rescales D's layers by batch statistics and undoes the Lipschitz bound: with
+    spectral norm the image D has none (Miyato et al.), and every conv / linear is normalised."""
+    spec = DataSpec(kind="image", shape=(1, 32, 32))
+
+    def d_of(*over: str) -> torch.nn.Module:
+        return build_model(compose_train(["data=digits", *over], tmp_path).model, spec).discriminator
+
+    def batch_norms(d: torch.nn.Module) -> list[torch.nn.Module]:
+        return [m for m in d.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    d = d_of("model.spectral_norm=true")
+    assert not batch_norms(d)
+    weighted = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weighted) == 4 and all(hasattr(m, "parametrizations") for m in weighted)
+    assert batch_norms(d_of())  # vanilla DCGAN keeps its batch norm
+    assert batch_norms(d_of("model.spectral_norm=true", "model.nets.image.discriminator.norm=batch"))  # asked
+    arm = compose_train(["experiment=compare_stabilizers", "stabilizer=spectral_norm", "data=digits"],
+                        tmp_path)
+    assert arm.model.nets.image.discriminator.norm == "none"
+    with pytest.raises(Exception, match="no option for 'maybe'.*valid: True, False"):
+        d_of("model.spectral_norm=maybe")
+
+
 def _toy_gan(**kw) -> DCGAN:
     opt = lambda p: torch.optim.SGD(p, lr=1.0)  # noqa: E731
     return DCGAN(TOY, MLPGenerator(TOY, latent_dim=4, hidden=16, depth=2),
@@ -122,6 +146,7 @@ def test_instance_noise_reaches_d_on_real_and_fake_inputs(tmp_path, step, sigma)
 
     cfg = compose_train(["data=ring8", "data.batch_size=1024", "model.instance_noise.sigma_start=0.5",
                          "model.instance_noise.anneal_steps=10"], tmp_path)
+    torch.manual_seed(0)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg.model, datamodule.spec)
     model.generator, model.discriminator = _Recorder(model.generator), _Recorder(model.discriminator)
@@ -141,9 +166,9 @@ def test_instance_noise_reaches_d_on_real_and_fake_inputs(tmp_path, step, sigma)
     (_, fake), = model.generator.calls
     real = real_batches[0][0]
     noises = [real_in - real, fake_in_d - fake, fake_in_g - fake]
-    for noise in noises:
-        assert noise.std().item() == pytest.approx(sigma, rel=0.05, abs=1e-7)
-        assert noise.mean().abs().item() < 0.05 * sigma + 1e-7
+    for noise in noises:  # 2048 draws each: 5 standard errors of the std (1.6%) and of the mean
+        assert noise.std().item() == pytest.approx(sigma, rel=0.08, abs=1e-7)
+        assert noise.mean().abs().item() <= 5 * sigma / noise.numel() ** 0.5 + 1e-7
     if sigma > 0:
         assert not torch.equal(noises[1], noises[2])  # fresh noise per call
 

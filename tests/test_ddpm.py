@@ -16,7 +16,7 @@ from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion
 from gen_bench.eval import eval_command
 from gen_bench.models import build_model
-from gen_bench.models.ddpm import DDPM, default_toy_scale
+from gen_bench.models.ddpm import DDPM, default_toy_scale, random_hflip
 from gen_bench.models.nets import MLPDenoiser, UNet
 from gen_bench.models.nets.unet import AttnBlock, timestep_embedding
 from gen_bench.train import run_training
@@ -143,6 +143,37 @@ def test_training_loss_is_the_process_loss_in_model_space():
     torch.manual_seed(3)
     expected = model.diffusion.loss(model.denoiser, x / model.toy_scale)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_random_hflip_mirrors_about_half_the_images_and_nothing_else():
+    x = torch.rand(400, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    y = random_hflip(x, torch.Generator().manual_seed(1))
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert torch.all(same ^ mirrored)  # each image is itself or its mirror image (never both: random pixels)
+    assert 160 < int(mirrored.sum()) < 240  # p = 1/2: 200 +- 10
+    assert torch.equal(y, random_hflip(x, torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_hflip_reaches_the_training_batch_and_ddpm_cifar_turns_it_on(tmp_path, monkeypatch):
+    spec = DataSpec(kind="image", shape=(1, 8, 8))
+    seen = []
+    net = UNet(spec, ch=8, ch_mult=(1,), attn_resolutions=(), norm_groups=4)
+    model = DDPM(spec, net, GaussianDiffusion(4), torch.optim.Adam, hflip=True)
+    monkeypatch.setattr(model.diffusion, "loss", lambda net, x0: seen.append(x0) or x0.sum())
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    model.training_step((x, torch.zeros(64)), 0)
+    torch.manual_seed(3)
+    assert torch.equal(seen[0], model.to_model_space(random_hflip(x)))  # from the global RNG, like the noise
+    assert 0 < int((seen[0] != model.to_model_space(x)).flatten(1).any(1).sum()) < 64
+    cifar = compose_train(["model=ddpm_cifar", "data=cifar10"], tmp_path)
+    assert cifar.model.hflip is True
+    assert compose_train(["model=ddpm_cifar", "data=ring8"], tmp_path).model.hflip is False
+    assert compose_train(["model=ddpm", "data=cifar10"], tmp_path).model.hflip is False
+    with pytest.raises(ValueError, match="model.hflip flips images; this is toy2d data"):
+        DDPM(TOY, MLPDenoiser(TOY, hidden=8, depth=1), GaussianDiffusion(4), torch.optim.Adam, hflip=True)
 
 
 def test_sample_contract_and_sampler_choice_at_sampling_time(capfd):

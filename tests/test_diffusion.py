@@ -166,6 +166,37 @@ def test_ddim_with_all_steps_and_eta_one_is_the_ddpm_posterior_step(clip):
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def _ddim_sigma_float64(betas: np.ndarray, t: int, t_prev: int, eta: float) -> float:
+    """Eq. 16 of DDIM in float64: eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)."""
+    ab = np.cumprod(1 - betas)
+    a, a_prev = ab[t], ab[t_prev]
+    return eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("steps,eta", [(1000, 1.0), (50, 1.0), (50, 0.5)])
+def test_ddim_sigma_is_eq_16_at_every_timestep(schedule, steps, eta):
+    """At large t both alpha-bars are ~4e-5 (linear), so 1 - a_t / a_prev taken as a float32
+    difference was off by 6.8% at t = 999; it must match float64 to float32 rounding everywhere."""
+    d = GaussianDiffusion(1000, schedule=schedule)
+    betas = (linear_beta_schedule(1000) if schedule == "linear" else cosine_beta_schedule(1000)).numpy()
+    sampler = DDIMSampler(d, steps=steps, eta=eta)
+    pairs = [(t, tp) for t, tp in sampler.timesteps() if tp >= 0]
+    assert len(pairs) == steps - 1
+    got = np.array([sampler.sigma(t, tp).item() for t, tp in pairs])
+    expected = np.array([_ddim_sigma_float64(betas, t, tp, eta) for t, tp in pairs])
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=0)
+    assert sampler.sigma(0, -1).item() == 0  # no noise on the last step
+    # the step adds exactly sigma z: two generators differ by sigma (z1 - z2), here at t = 999
+    t, tp = pairs[0]
+    x, eps = torch.zeros(4096, 2), torch.zeros(4096, 2)
+    a = sampler.step(eps, t, tp, x, torch.Generator().manual_seed(1))
+    b = sampler.step(eps, t, tp, x, torch.Generator().manual_seed(2))
+    z = torch.randn(4096, 2, generator=torch.Generator().manual_seed(1))
+    z = z - torch.randn(4096, 2, generator=torch.Generator().manual_seed(2))
+    assert ((a - b).double() / z.double()).median().item() == pytest.approx(expected[0], rel=1e-5)
+
+
 def test_ddpm_sampler_rejects_skipped_steps():
     with pytest.raises(ValueError, match="one timestep at a time"):
         DDPMSampler(GaussianDiffusion(10)).step(torch.zeros(1, 2), 5, 2, torch.zeros(1, 2))

@@ -211,10 +211,10 @@ def test_resume_mid_run_ends_bit_identical_with_ema(run):
     for k, v in last["ema"]["state_dict"].items():
         assert torch.equal(v, again["ema"]["state_dict"][k]), k
     assert read_json(resumed / "metrics.json")["batches_seen"] == 4
-    # and it really resumed: this session trained the batches of steps 2 and 3 only
+    # and it really resumed: this session made updates 3 and 4 only (rows are at the updates done)
     rows = (resumed / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     step = rows[0].split(",").index("step")
-    assert sorted({int(r.split(",")[step]) for r in rows[1:]}) == [2, 3]
+    assert sorted({int(r.split(",")[step]) for r in rows[1:]}) == [3, 4]
 
 
 def test_gen_bench_sample_writes_a_gif_and_a_frame_grid(run, tmp_path):

@@ -3,6 +3,7 @@ global RNG; evaluation during training; ``gen-bench eval``."""
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import statistics
@@ -78,8 +79,8 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
     assert grid.endswith("memorization_copier.png")
     from PIL import Image
 
-    with Image.open(grid) as im:  # 8 sample / nearest-training pairs of 16px images
-        assert im.size[0] == 8 * 18 + 2
+    with Image.open(grid) as im:  # 8 captioned sample / nearest-training pairs, 4 a row
+        assert im.size[0] > im.size[1] > 0
 
 
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
@@ -153,11 +154,99 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
     assert values["precision"] > 0.9 and values["recall"] < 0.8
 
 
+def test_mode_counting_draws_extra_samples_for_itself_only(tmp_path):
+    """modes.min_samples_per_mode (stacked digits: 26 x 1000 = PacGAN's 26,000) makes the evaluator
+    draw beyond eval.num_samples; every other score keeps the first eval.num_samples, unchanged."""
+    dm = GenerativeDataModule(GaussianMixture2D("ring8", num_samples=2000, std=0.01), "ring8")
+
+    class Ring(GenerativeModule):
+        def sample(self, n, generator=None):
+            centers = torch.tensor(self.spec.mode_centers)[torch.randint(8, (n,), generator=generator)]
+            return centers + 0.01 * torch.randn(n, 2, generator=generator)
+
+    def evaluate(per_mode: int):
+        settings = EvalSettings(num_samples=100, batch_size=50, cache_dir=str(tmp_path),
+                                metrics=["fid", "prdc", "modes"], prdc={"num_reference": 500},
+                                modes={"num_samples": 100, "min_samples_per_mode": per_mode})
+        return Evaluator(settings, dm).evaluate(Ring(dm.spec))
+
+    plain, extra = evaluate(0), evaluate(50)
+    assert (plain.draw["num_drawn"], extra.draw["num_drawn"]) == (100, 400)
+    for name in ("fid", "precision", "recall"):  # the same first 100 samples, the same protocol
+        assert extra.scores[name]["value"] == plain.scores[name]["value"], name
+        assert extra.scores[name]["protocol_id"] == plain.scores[name]["protocol_id"], name
+    counted = [r.protocols[r.scores["modes"]["protocol_id"]]["num_generated"] for r in (plain, extra)]
+    assert counted == [100, 400]
+    q = 1 - math.exp(-4.5)  # the share of a perfect generator's samples within 3 std
+    for r, n in ((plain, 100), (extra, 400)):
+        assert r.values()["modes_perfect"] == pytest.approx(8 * (1 - (1 - q / 8) ** n))
+        assert r.values()["hq_fraction_perfect"] == pytest.approx(q)
+
+
+def test_unlabeled_images_warn_of_random_features_and_record_a_real_baseline(tmp_path, caplog, monkeypatch):
+    """With no Inception weights on disk, an image folder is scored with random conv-net features:
+    the run says so when it starts, naming the fix, and records FID(held-out, training reference)."""
+    from PIL import Image
+    from scipy import linalg
+
+    from gen_bench.metrics.extractors import ExtractorRequest, build_extractor
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch's hub cache: no weights there
+    monkeypatch.delenv("GEN_BENCH_ASSETS", raising=False)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(60):  # a bright disc at a random place on a random grey
+        yy, xx = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
+        cy, cx = torch.randint(4, 16, (2,), generator=g).tolist()
+        img = torch.rand(1, generator=g) * 0.5 + 0.6 * (((yy - cy) ** 2 + (xx - cx) ** 2) < 16)
+        pixels = (img.clamp(0, 1) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).convert("RGB").save(folder / f"{i}.png")
+    over = ["data=image_folder", f"data.path={folder}", *TINY_IMAGE, *QUIET, "trainer.max_steps=2",
+            "data.batch_size=8", "eval=fast", f"eval.cache_dir={tmp_path / 'cache'}"]
+    cfg = compose_train(over, tmp_path / "run")
+    with caplog.at_level(logging.INFO, logger="gen_bench.evaluation"):
+        summary = run_training(cfg)
+    messages = [r.getMessage() for r in caplog.records]
+    warned = [m for m in messages if "Inception weights are not on" in m]
+    assert len(warned) == 1  # once, at the start of the run: before the (only, final) evaluation
+    assert messages.index(warned[0]) < next(i for i, m in enumerate(messages) if m.startswith("eval set up"))
+    assert "gen-bench assets fetch" in warned[0] and "eval.extractor=inception" in warned[0]
+    ev = summary["eval"]
+    assert ev["extractor"]["name"] == "random"
+    baseline = ev["scores"]["fid_real_baseline"]
+    assert baseline["protocol_id"] == ev["scores"]["fid"]["protocol_id"]
+    assert ev["protocols"][baseline["protocol_id"]]["real_baseline"] == {"split": "heldout", "num_samples": 6}
+    # the same number from the features, with scipy's matrix square root
+    dm = instantiate(cfg.data)
+    request = ExtractorRequest(dm.spec, dm, settings_from(cfg.eval), torch.device("cpu"))
+    ext = build_extractor("random", request)
+    with torch.no_grad():
+        held, train = (ext(dm.tensors(split)[0])["pool"].double().numpy() for split in ("heldout", "train"))
+    mu1, mu2, s1, s2 = held.mean(0), train.mean(0), np.cov(held, rowvar=False), np.cov(train, rowvar=False)
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert math.isfinite(baseline["value"]) and baseline["value"] == pytest.approx(expected, rel=1e-3)
+
+
 def test_unknown_metric_or_key_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown metric.*lpips.*valid: fid, kid, is"):
         EvalSettings(metrics=["fid", "lpips"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) eval.kid.subset; valid: degree, subset_size"):
         settings_from(compose_train(["+eval.kid.subset=3"], tmp_path).eval)
+
+
+def test_settings_a_metric_cannot_use_are_refused_and_a_capped_count_is_said():
+    with pytest.raises(ValueError, match=r"PRDC needs more than k=5 generated samples.*uses 5"):
+        EvalSettings(num_samples=5)
+    with pytest.raises(ValueError, match=r"uses 4 \(eval.num_samples=2500, eval.prdc.max_samples=4\)"):
+        EvalSettings(prdc={"max_samples": 4})
+    with pytest.raises(ValueError, match=r"eval.prdc.num_reference=3 must be > 4"):
+        EvalSettings(prdc={"num_reference": 3, "k_dc": 4})
+    with pytest.raises(ValueError, match="subset_size >= 2"):
+        EvalSettings(kid={"subset_size": 1})
+    assert EvalSettings(num_samples=5, metrics=["fid", "kid"]).num_samples == 5  # no PRDC: no need
+    with pytest.warns(UserWarning, match=r"eval.modes.num_samples=10000 is capped by eval.num_samples=2500"):
+        EvalSettings(modes={"num_samples": 10000})
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +302,6 @@ def test_eval_cli_writes_metrics_json_next_to_the_run(trained, eval_cache):
     proc = run_cli(["eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "eval=fast",
                     f"eval.cache_dir={eval_cache}", "eval.metrics=[fid,kid]"], cwd=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = read_json(run_dir / "eval" / "fast-last" / "metrics.json")
-    assert set(written["eval"]["scores"]) == {"fid", "kid", "kid_subset_std"}
+    written = read_json(run_dir / "eval" / "fast-last-dcgan-ema" / "metrics.json")  # protocol, ckpt, model
+    assert set(written["eval"]["scores"]) == {"fid", "fid_real_baseline", "kid", "kid_subset_std"}
     assert "fid=" in proc.stdout and not (run_dir / "eval.log").exists()

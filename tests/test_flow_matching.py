@@ -136,6 +136,24 @@ def test_samplers_are_stateless_and_call_the_field_as_declared():
         HeunSampler(0)
 
 
+def test_sampling_stops_at_the_next_step_when_a_stop_was_asked_for(monkeypatch):
+    """A SIGTERM during sampling (an evaluation of a run being stopped) is honoured between steps."""
+    import signal
+
+    from gen_bench import interrupt
+
+    calls = []
+
+    def field(x, t):
+        calls.append(1)
+        monkeypatch.setattr(interrupt, "_requested", signal.SIGTERM)  # the signal arrives during step 1
+        return _exact_velocity(x, t)
+
+    with pytest.raises(interrupt.Interrupted):
+        flow_sample_loop(field, EulerSampler(10), X1[:4])
+    assert len(calls) == 1
+
+
 # --- the model ------------------------------------------------------------------------------------
 def _toy_model(spec: DataSpec = RING) -> FlowMatching:
     torch.manual_seed(0)
@@ -217,7 +235,7 @@ def test_defaults_reuse_ddpms_networks_optimizer_and_ema(tmp_path):
             == OmegaConf.to_container(ddpm.model.nets.toy2d.denoiser))
     mine, theirs = OmegaConf.to_container(cfg.model), OmegaConf.to_container(ddpm.model)
     for key in ("optimizer", "warmup_steps", "grad_clip", "toy_scale", "sample_batch_size", "progress",
-                "ema"):
+                "hflip", "ema"):
         assert mine[key] == theirs[key], key
     model = build_model(cfg.model, DataSpec(kind="image", shape=(1, 16, 16)))
     assert isinstance(model, FlowMatching) and model.time_scale == 999

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -25,3 +28,15 @@ def test_a_streamed_torch_save_round_trips(tmp_path):
         torch.save(x, f)
     assert torch.equal(torch.load(path)["w"], x["w"])
     assert [p.name for p in path.parent.iterdir()] == ["x.pt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_get_the_permissions_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "atomic", b"x")
+        (tmp_path / "plain").write_bytes(b"x")  # what open() gives: 0o666 less the umask
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "atomic").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o666 & ~umask

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -34,13 +35,18 @@ DCGAN = {"name": "dcgan", "spectral_norm": False, "real_label": 1.0,
 
 def fake_run(root: Path, name: str, *, model: dict | None = None, data: str = "ring8", seed: int = 0,
              fid: float | None = 1.0, precision: float = 0.5, status: str = "completed", protocol: str = "p1",
-             error: str | None = None, steps: int = 10) -> Path:
-    """A run folder as ``gen-bench train`` leaves it: ``config.yaml`` and ``metrics.json``."""
+             error: str | None = None, steps: int = 10, kind: str | None = None,
+             scores: dict[str, float] | None = None) -> Path:
+    """A run folder as ``gen-bench train`` leaves it: ``config.yaml`` and ``metrics.json``.
+
+    ``kind`` is the config's ``data.kind`` (left out when ``None``); ``scores`` are further final
+    scores, each under protocol ``<protocol>-<name>``."""
     run = root / name
     run.mkdir(parents=True)
     model = {**DCGAN, **(model or {})}
     config = {"seed": seed, "run_dir": str(run), "model": model,
-              "data": {"name": data, "batch_size": 64, "shuffle_seed": seed},
+              "data": {"name": data, "batch_size": 64, "shuffle_seed": seed,
+                       **({"kind": kind} if kind else {})},
               "trainer": {"devices": 1, "num_nodes": 1, "max_steps": steps}, "eval": {"name": "fast"},
               "logger": {"wandb": {"project": "proj", "offline": True}}}
     OmegaConf.save(OmegaConf.create(config), run / "config.yaml")
@@ -57,6 +63,10 @@ def fake_run(root: Path, name: str, *, model: dict | None = None, data: str = "r
             "history": [{"step": steps // 2, "fid": 2 * fid, "precision": precision / 2},
                         {"step": steps, "fid": fid, "precision": precision}],
         }
+        for k, v in (scores or {}).items():
+            summary["final"][f"val/{k}"] = v
+            summary["eval"]["scores"][k] = {"value": v, "std": None, "values": [v],
+                                            "protocol_id": f"{protocol}-{k}"}
     if error is not None:
         summary["error"] = error
     atomic_write_json(run / "metrics.json", summary)
@@ -128,6 +138,62 @@ def test_direction_follows_the_metric_and_can_be_set(sweep):
     assert worst_first.rows[0]["precision_mean"] < worst_first.rows[1]["precision_mean"]
     with pytest.raises(ValueError, match="direction"):
         build_leaderboard(runs, direction="up")
+
+
+def _ring8_generators(seed: int) -> dict[str, dict[str, float]]:
+    """FID (identity features, against 10k ring8 samples) and mode scores of two generators: a blob,
+    N(mean, cov) of the data, whose first two moments match (so its FID is ~0), and a sharp one with
+    the right modes, std 0.015 and mode weights 2:1 (a worse FID, almost every sample high quality)."""
+    from gen_bench.data.toy import GaussianMixture2D
+    from gen_bench.metrics.fid import FeatureStats, frechet_distance
+    from gen_bench.metrics.modes import ModeCoverage
+
+    source = GaussianMixture2D("ring8", num_samples=10_000)
+    real, centers = source.load().x, torch.tensor(source.spec.mode_centers)
+    g = torch.Generator().manual_seed(seed)
+    mu, cov = real.double().mean(0), real.double().T.cov()
+    blob = mu + torch.randn(2500, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    modes = torch.multinomial(torch.tensor([2.0, 2, 1, 1, 2, 2, 1, 1]), 2500, replacement=True, generator=g)
+    sharp = centers[modes] + 0.015 * torch.randn(2500, 2, generator=g)
+    out = {}
+    for name, x in (("blob", blob.float()), ("sharp", sharp)):
+        metric = ModeCoverage(8, centers, source.spec.mode_std)
+        metric.update(x, torch.arange(2500))
+        fid = frechet_distance(*FeatureStats.of(x).mean_cov(), *FeatureStats.of(real).mean_cov()).item()
+        out[name] = {"fid": fid, **{k: v for k, v in metric.compute().items() if k != "num_generated"}}
+    return out
+
+
+def test_2d_runs_rank_by_modes_then_high_quality_share_not_by_fid(tmp_path):
+    """FID of raw 2-D points only sees the first two moments: a shapeless blob beats a sharp
+    generator. The default ranking of 2-D data is mode-aware; FID is still shown."""
+    for seed in (0, 1):
+        scored = _ring8_generators(seed)
+        blob, sharp = scored["blob"], scored["sharp"]
+        assert blob["fid"] < sharp["fid"] and blob["hq_fraction"] < sharp["hq_fraction"]
+        assert blob["modes"] <= sharp["modes"]
+        for name, model, s in (("blob", "ddpm", blob), ("sharp", "dcgan", sharp)):
+            fake_run(tmp_path, f"{name},{seed}", model={"name": model}, seed=seed, kind="toy2d", fid=s["fid"],
+                     scores={k: v for k, v in s.items() if k != "fid"})
+    runs = collect_runs(tmp_path)
+    board = build_leaderboard(runs)
+    assert (board.metric, board.then_by, board.direction) == ("modes", "hq_fraction", "max")
+    assert [r["model"] for r in board.rows] == ["dcgan", "ddpm"]  # the sharp generator first
+    assert board.columns[:2] == ["hq_fraction", "fid"]
+    assert board.rows[1]["fid_mean"] < board.rows[0]["fid_mean"]  # FID is shown, and prefers the blob
+    assert "ranked by modes, then hq_fraction" in board.to_text()
+    assert [r["model"] for r in build_leaderboard(runs, metric="fid").rows] == ["ddpm", "dcgan"]
+    # equal modes: the high-quality share breaks the tie
+    fake_run(tmp_path / "tie", "a", kind="toy2d", fid=0.1, scores={"modes": 8, "hq_fraction": 0.5})
+    fake_run(tmp_path / "tie", "b", model={"name": "ddpm"}, kind="toy2d", fid=0.2,
+             scores={"modes": 8, "hq_fraction": 0.9})
+    assert [r["model"] for r in build_leaderboard(collect_runs(tmp_path / "tie")).rows] == ["ddpm", "dcgan"]
+    # image runs keep FID; 2-D and image runs together have no common default score
+    fake_run(tmp_path / "img", "a", data="digits", kind="image", fid=3.0)
+    assert build_leaderboard(collect_runs(tmp_path / "img")).metric == "fid"
+    with pytest.raises(ValueError, match="mix 2-D data with image data.*pass --metric"):
+        build_leaderboard(collect_runs(tmp_path))
+    assert default_direction("mode_kl") == "min"
 
 
 def test_runs_under_different_protocols_are_ranked_apart(tmp_path):
@@ -209,6 +275,16 @@ def test_command_line(sweep, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["leaderboard", str(tmp_path / "nowhere")])
     assert done.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_an_unknown_metric_is_an_error_naming_the_closest_and_draws_nothing(sweep, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", str(sweep), "--metric", "fdi"])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not list(sweep.glob("*.png"))
+    assert captured.err.strip() == (f"gen-bench leaderboard: error: no run below {sweep} has a metric 'fdi': "
+                                    "did you mean --metric fid? (available: fid, precision)")
 
 
 def test_runs_from_the_wandb_api_make_the_same_leaderboard():

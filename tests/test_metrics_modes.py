@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gen_bench.data.spec import DataSpec
-from gen_bench.data.toy import grid_centers, ring_centers
+from gen_bench.data.toy import GaussianMixture2D, grid_centers, ring_centers
 from gen_bench.metrics.classifier import ClassifierExtractor, SmallCNN
-from gen_bench.metrics.modes import ModeCoverage, kl_to_uniform, mode_coverage, nearest_modes
+from gen_bench.metrics.modes import (
+    ModeCoverage,
+    high_quality_probability,
+    kl_to_uniform,
+    mode_coverage,
+    nearest_modes,
+    perfect_mode_scores,
+)
+from gen_bench.metrics.settings import EvalSettings
+
+from conftest import compose_train
 
 
 def around(centers: torch.Tensor, modes: list[int], per_mode: int, std: float,
@@ -88,3 +100,57 @@ def test_stacked_classifier_joint_logits_number_modes_like_the_labels():
     expected = 100 * per_channel[:, 0] + 10 * per_channel[:, 1] + per_channel[:, 2]
     assert torch.equal(out["logits"].argmax(1), expected)
     assert torch.allclose(out["logits"].exp().sum(1), torch.ones(20), atol=1e-4)  # a joint distribution
+
+
+@pytest.mark.parametrize("k,n", [(1000, 2500), (1000, 26_000), (8, 5), (25, 60)])
+def test_perfect_generator_scores_match_the_closed_form_and_a_monte_carlo(k, n):
+    """A perfect generator draws the K modes uniformly: E[modes] = K (1 - (1 - 1/K)^N) in closed form,
+    and E[KL] of its histogram, checked against 4000 seeded multinomial draws."""
+    got = perfect_mode_scores(k, n)
+    assert got["modes_perfect"] == pytest.approx(k * (1 - (1 - 1 / k) ** n), rel=1e-9)
+    counts = np.random.default_rng(0).multinomial(n, [1 / k] * k, size=4000)  # (4000, K)
+    p = counts / n
+    kl = math.log(k) + np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0).sum(1)
+    assert got["mode_kl_perfect"] == pytest.approx(kl.mean(), abs=4 * kl.std() / math.sqrt(len(kl)) + 1e-12)
+    hit = (counts > 0).sum(1)
+    assert got["modes_perfect"] == pytest.approx(hit.mean(), abs=4 * hit.std() / math.sqrt(len(hit)) + 1e-6)
+    if (k, n) == (1000, 2500):  # 2,500 samples: a perfect generator misses 8% of stacked digits' modes
+        assert round(got["modes_perfect"]) == 918 and got["mode_kl_perfect"] == pytest.approx(0.223, abs=1e-3)
+
+
+def test_perfect_2d_generator_is_the_data_itself():
+    """Samples of the ring8 data (std 0.01) scored like a model: mean modes, high-quality share and KL
+    over 400 draws of 16 samples match the *_perfect expectations, which count only the samples
+    within 3 std (1 - exp(-9/2) of them)."""
+    q = high_quality_probability(3.0)
+    assert q == pytest.approx(1 - math.exp(-4.5))
+    scores = []
+    for seed in range(400):
+        source = GaussianMixture2D("ring8", num_samples=16, std=0.01, seed=seed)
+        metric = ModeCoverage(8, torch.tensor(source.spec.mode_centers), 0.01)
+        metric.update(source.load().x, torch.arange(16))
+        scores.append(metric.compute())
+    expected = scores[0]
+    assert expected["modes_perfect"] == pytest.approx(8 * (1 - (1 - q / 8) ** 16))  # ~6.9 of 8
+    assert expected["hq_fraction_perfect"] == q
+    for name in ("modes", "hq_fraction", "mode_kl"):
+        values = np.array([s[name] for s in scores])
+        se = values.std() / math.sqrt(len(values))
+        assert values.mean() == pytest.approx(expected[f"{name}_perfect"], abs=4 * se), name
+
+
+def test_stacked_digit_modes_are_counted_on_pacgans_26000_samples(tmp_path):
+    """The mode count of each preset, and what a perfect generator scores there, beside the score."""
+    def count(data: str, preset: str) -> int:
+        cfg = compose_train([f"data={data}", f"eval={preset}"], tmp_path)
+        s = EvalSettings(**{k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()})
+        return s.modes.count(s.num_samples, 1000 if data == "stacked_digits" else 8)
+
+    assert count("stacked_digits", "default") == 26_000 and count("stacked_digits", "paper") == 26_000
+    assert count("ring8", "default") == 2500 and count("ring8", "paper") == 2500  # VEEGAN / PacGAN 2-D
+    assert count("stacked_digits", "fast") == 256
+    metric = ModeCoverage(1000, max_samples=26_000)
+    metric.update(torch.arange(30_000) % 1000, torch.arange(30_000))
+    got = metric.compute()
+    assert got["num_generated"] == 26_000 and got["modes"] == 1000
+    assert got["modes_perfect"] == pytest.approx(1000 * (1 - (1 - 1 / 1000) ** 26_000))

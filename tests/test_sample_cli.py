@@ -13,6 +13,7 @@ from gen_bench.checkpoint import load_run, run_dir_of
 from gen_bench.cli import quote_paths
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
+from gen_bench.io import read_json
 from gen_bench.sample import sample_command
 from gen_bench.train import run_training
 
@@ -128,6 +129,56 @@ def test_ema_false_samples_and_scores_the_live_weights(ddpm_run, tmp_path):
         out = eval_command(cfg)
         assert out["eval"]["draw"]["ema"] is (flag == "true")
         assert out["eval"]["scores"]["fid"]["value"] == pytest.approx(by_hand[flag], rel=1e-6)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path):
+    junk = tmp_path / "notes.ckpt"
+    junk.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes.ckpt is not a gen-bench checkpoint \(torch.load: .*\)"):
+        load_run(junk)
+    plain = tmp_path / "tensor.ckpt"
+    torch.save({"weights": torch.zeros(2)}, plain)  # loads, but is no Lightning checkpoint
+    with pytest.raises(ValueError, match="tensor.ckpt is not a Lightning checkpoint"):
+        load_run(plain)
+
+
+def compose_eval(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("eval", overrides=["eval=fast", "eval.num_samples=64", "eval.modes.num_samples=64",
+                                          "eval.metrics=[fid,modes]", *overrides])
+
+
+def test_evaluations_with_another_sampler_or_without_ema_keep_their_own_folders(ddpm_run):
+    from gen_bench.eval import eval_command
+
+    runs = {"ddim2": ["sampler=ddim", "sampler.steps=2"], "ddpm": [], "ddpm-raw": ["ema=false"]}
+    out = {name: eval_command(compose_eval([f"ckpt={ddpm_run}", *extra])) for name, extra in runs.items()}
+    folders = sorted(p.name for p in (ddpm_run / "eval").iterdir() if (p / "metrics.json").is_file())
+    assert folders == ["fast-last-ddim2-ema", "fast-last-ddpm-ema", "fast-last-ddpm-raw"]
+    for name, folder in zip(["ddim2", "ddpm", "ddpm-raw"], folders, strict=True):
+        assert read_json(ddpm_run / "eval" / folder / "metrics.json") == out[name]
+    assert out["ddim2"]["eval"]["draw"]["sampler"] == "ddim2"
+    assert out["ddpm-raw"]["eval"]["draw"]["ema"] is False
+
+
+def test_eval_says_a_read_only_run_folder_before_sampling(ddpm_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ddpm_run / "checkpoints", run / "checkpoints")
+    for path in [run, *run.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        r = run_cli(["eval", f"ckpt={run}", "eval=fast", "eval.num_samples=64", "eval.modes.num_samples=64"],
+                    cwd=tmp_path, obey_permissions=True)
+    finally:
+        for path in [run, *run.rglob("*")]:
+            path.chmod(0o755)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gen-bench: error: cannot write the results to {run}/eval/fast-last-ddpm-ema")
+    assert last.endswith("pass out_dir=DIR to write them elsewhere") and "sampling (" not in r.stderr
+    ok = run_cli(["eval", f"ckpt={run}", "eval=fast", "eval.num_samples=64", "eval.modes.num_samples=64",
+                  f"out_dir={tmp_path / 'elsewhere'}"], cwd=tmp_path, obey_permissions=True)
+    assert ok.returncode == 0 and (tmp_path / "elsewhere" / "metrics.json").is_file()
 
 
 def test_r3gan_and_flow_matching_sample_from_the_command_line(tmp_path):

@@ -57,17 +57,15 @@ def test_every_experiment_composes_for_every_job_of_its_sweep(tmp_path, experime
 
 
 @pytest.mark.parametrize("experiment", ["compare_digits", "compare_ring8"])
-def test_model_comparisons_give_every_model_the_same_samples_and_protocol(tmp_path, experiment):
+def test_model_comparisons_give_every_model_the_same_budget_and_protocol(tmp_path, experiment):
+    """Every model of a comparison gets the same budget of real images and the same evaluation
+    protocol; each run turns the budget into its own max_steps (tests/test_compute.py)."""
     seen = {}
     for model in _sweep_params(experiment)["model"]:
         cfg = compose_train([f"experiment={experiment}", f"model={model}"], tmp_path)
-        per_step = cfg.model.get("n_critic", 1)  # WGAN-GP draws a batch per critic step
-        assert cfg.budget.batches_per_step[model] == per_step
-        samples = cfg.trainer.max_steps * per_step * cfg.data.batch_size
-        eval_at = cfg.eval.every_n_steps * per_step
-        seen[model] = (samples, eval_at, cfg.eval.name, cfg.eval.num_samples, cfg.eval.extractor,
-                       cfg.eval.reference.split, cfg.data.name)
-        assert samples == cfg.budget.batches * cfg.data.batch_size
+        assert cfg.budget.images > 0 and cfg.budget.train_flops is None
+        seen[model] = (cfg.budget.images, cfg.budget.points, cfg.data.batch_size, cfg.eval.name,
+                       cfg.eval.num_samples, cfg.eval.extractor, cfg.eval.reference.split, cfg.data.name)
     assert len(set(seen.values())) == 1, seen
     assert _sweep_params(experiment)["seed"] == ["0", "1", "2"]
     raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "experiment" / f"{experiment}.yaml"))
@@ -88,8 +86,7 @@ def test_stabilizer_ablation_switches_one_stabilizer_per_arm(tmp_path):
 
 def test_a_tiny_sweep_of_three_models_gives_a_three_row_leaderboard(tmp_path):
     """gen-bench train -m experiment=compare_ring8 (shrunk), then gen-bench leaderboard."""
-    budget = ["budget.steps.dcgan=4", "budget.steps.wgan_gp=2", "budget.steps.ddpm=4",  # the GANs' curves
-              "budget.eval_every.dcgan=2", "budget.eval_every.wgan_gp=1", "budget.eval_every.ddpm=0"]
+    budget = ["budget.images=2560", "budget.points=2"]  # 10 steps of 256 (WGAN-GP: 2 of 5 x 256)
     sweep = tmp_path / "sweep"
     r = run_cli(["train", "-m", "experiment=compare_ring8", "seed=0", "logger=csv", *FAST, *budget,
                  f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -98,21 +95,25 @@ def test_a_tiny_sweep_of_three_models_gives_a_three_row_leaderboard(tmp_path):
     summaries = {s["model"]: s for s in (read_json(p) for p in sweep.glob("*/metrics.json"))}
     assert set(summaries) == {"dcgan", "wgan_gp", "ddpm"}
     assert all(s["status"] == "completed" for s in summaries.values())
+    assert {m: s["steps"] for m, s in summaries.items()} == {"dcgan": 10, "wgan_gp": 2, "ddpm": 10}
+    assert {s["compute"]["images_seen"] for s in summaries.values()} == {2560}  # the same real images
+    assert [h["step"] for h in summaries["wgan_gp"]["eval"]["history"]] == [1, 2]
 
     r = run_cli(["leaderboard", str(sweep), "--format", "json"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     board = json.loads(r.stdout)
     assert len(board["rows"]) == 3 and board["unranked"] == []
+    assert (board["metric"], board["then_by"]) == ("modes", "hq_fraction")  # 2-D data: mode-aware
     for row in board["rows"]:
         summary = summaries[row["model"]]
-        assert row["fid_mean"] == summary["eval"]["scores"]["fid"]["value"]
-        assert row["kid_mean"] == summary["eval"]["scores"]["kid"]["value"]
-        assert row["protocol_id"] == summary["eval"]["scores"]["fid"]["protocol_id"]
+        for name in ("modes", "hq_fraction", "fid", "kid"):  # ranked by the first two, FID shown
+            assert row[f"{name}_mean"] == summary["eval"]["scores"][name]["value"]
+        assert row["protocol_id"] == summary["eval"]["scores"]["modes"]["protocol_id"]
         assert row["steps"] == summary["steps"] and row["seeds"] == 1
     assert [row["rank"] for row in board["rows"]] == [1, 2, 3]
-    fids = [row["fid_mean"] for row in board["rows"]]
-    assert fids == sorted(fids)
-    assert (sweep / "fid_over_steps.png").is_file()
+    order = [(-row["modes_mean"], -row["hq_fraction_mean"]) for row in board["rows"]]
+    assert order == sorted(order)
+    assert (sweep / "modes_over_steps.png").is_file()
 
     table = build_leaderboard(collect_runs(sweep)).to_text()
     for model in ("dcgan", "wgan_gp", "ddpm"):
@@ -129,6 +130,9 @@ def test_a_failed_job_does_not_stop_the_sweep_and_resume_auto_runs_only_what_is_
     first = run_cli(cmd, cwd=tmp_path)
     assert first.returncode != 0  # the sweep reports its failure...
     assert "[gen-bench] FAILED" in first.stderr and "injected failure (seed 1)" in first.stderr
+    summary = [line for line in first.stderr.splitlines() if line.startswith("[gen-bench] sweep:")]
+    assert summary == ["[gen-bench] sweep: 2 runs: 1 completed, 1 failed (seed=1), 0 skipped "
+                       "(already complete)"]
     by_seed = {s["seed"]: (p, s) for p, s in ((p, read_json(p)) for p in sweep.glob("*/metrics.json"))}
     assert by_seed[0][1]["status"] == "completed"  # ...after running every job
     assert by_seed[1][1]["status"] == "failed" and "injected failure" in by_seed[1][1]["error"]
@@ -144,6 +148,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_resume_auto_runs_only_what_is_
     second = run_cli([*cmd, "resume=auto"], cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "already completed 3 steps: nothing to do" in second.stdout + second.stderr
+    assert "[gen-bench] sweep: 2 runs: 1 completed, 0 failed, 1 skipped (already complete)" in second.stderr
     assert by_seed[0][0].stat().st_mtime_ns == done_before  # the finished run was left alone
     assert read_json(by_seed[1][0])["status"] == "completed"
     board = build_leaderboard(collect_runs(sweep))

@@ -115,7 +115,7 @@ def test_sweep_runs_and_the_leaderboard_are_logged_offline(tmp_path):
             summary["final"]["train/loss_g"])
         assert logged["exit_code"] == 0
 
-    r = run_cli(["leaderboard", str(sweep), "--wandb"], cwd=tmp_path)
+    r = run_cli(["leaderboard", str(sweep), "--wandb", "--metric", "fid"], cwd=tmp_path)  # 2-D default: modes
     assert r.returncode == 0, r.stderr[-3000:]
     board_run = _offline_run(sweep)
     logged = read_offline_run(board_run)
@@ -144,3 +144,22 @@ def test_a_diverged_run_ends_failed_in_wandb(tmp_path, monkeypatch):
     assert logged["exit_code"] == 1
     assert logged["summary"]["status"] == "failed" and "DivergedError" in logged["summary"]["error"]
     assert read_json(tmp_path / "metrics.json")["status"] == "failed"
+
+
+def test_a_resumed_run_logs_on_into_the_same_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = run_training(compose_train([*TINY, "logger=wandb"], tmp_path))
+    wandb.teardown()
+    longer = run_training(compose_train([*TINY, "logger=wandb", "trainer.max_steps=6", "resume=auto"],
+                                        tmp_path))
+    wandb.teardown()
+    assert (first["steps"], longer["steps"]) == (4, 6)
+    folders = sorted(tmp_path.glob("wandb/offline-run-*"))
+    sessions = [read_offline_run(p) for p in folders]
+    run_ids = {r.run.run_id for p in folders for r in _records(next(p.glob("run-*.wandb")))
+               if r.HasField("run")}
+    assert len(sessions) == 2 and run_ids == {(tmp_path / "wandb_run_id").read_text().strip()}  # one run...
+    steps = [[h["trainer/global_step"] for h in s["history"] if "val/fid" in h] for s in sessions]
+    assert steps == [[2, 4], [6]]  # ...the second session logging on from where the first stopped
+    assert sessions[1]["summary"]["steps"] == 6 and sessions[1]["exit_code"] == 0

@@ -2,6 +2,6 @@
 
 from gen_bench.data.arrays import ArrayDataset, StepBatchSampler
 from gen_bench.data.datamodule import GenerativeDataModule
-from gen_bench.data.spec import DataSource, DataSpec
+from gen_bench.data.spec import DataSource, DataSpec, Splits
 
-__all__ = ["ArrayDataset", "DataSource", "DataSpec", "GenerativeDataModule", "StepBatchSampler"]
+__all__ = ["ArrayDataset", "DataSource", "DataSpec", "GenerativeDataModule", "Splits", "StepBatchSampler"]

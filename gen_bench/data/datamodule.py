@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gen_bench.data.arrays import ArrayDataset, StepBatchSampler
-from gen_bench.data.spec import DataSource, DataSpec
+from gen_bench.data.spec import DataSource, DataSpec, Splits
 
 Split = Literal["train", "heldout"]
 
@@ -27,7 +27,10 @@ class GenerativeDataModule(L.LightningDataModule):
     points in data units (toy 2-D data), with int64 labels (-1 where the data has none).
 
     The split is a deterministic function of ``split_seed``: a fixed share of the samples is held
-    out and never trained on (the memorization tests compare against it). Training batches come
+    out and never trained on (the memorization tests compare against it). A source whose ``load()``
+    returns :class:`~gen_bench.data.spec.Splits` brings its own held-out part (CIFAR-10's test set,
+    stacked digits built from held-out source digits); ``heldout_fraction`` is then ``None``.
+    Training batches come
     from a :class:`StepBatchSampler`, so the batch sequence is a function of the seed and a resumed
     run continues it exactly.
 
@@ -37,7 +40,8 @@ class GenerativeDataModule(L.LightningDataModule):
         batch_size: Per-process training batch size.
         num_workers: Loader worker processes (0: load in the training process; right for data
             that lives in memory).
-        heldout_fraction: Share of the samples held out, in [0, 1).
+        heldout_fraction: Share of the samples held out, in [0, 1); ``None`` for a source that
+            splits its data itself.
         split_seed: Seed of the split.
         shuffle_seed: Seed of the batch order.
         path: Where the data lives (download root or image folder), if the dataset has files.
@@ -52,7 +56,7 @@ class GenerativeDataModule(L.LightningDataModule):
         name: str,
         batch_size: int = 64,
         num_workers: int = 0,
-        heldout_fraction: float = 0.1,
+        heldout_fraction: float | None = 0.1,
         split_seed: int = 0,
         shuffle_seed: int = 0,
         path: str | None = None,
@@ -65,7 +69,7 @@ class GenerativeDataModule(L.LightningDataModule):
                 f"data config {name!r} says kind: {kind} but its source gives {source.spec.kind} data; "
                 f"set kind: {source.spec.kind} in the data config (model settings are chosen by kind)"
             )
-        if not 0 <= heldout_fraction < 1:
+        if heldout_fraction is not None and not 0 <= heldout_fraction < 1:
             raise ValueError(f"data.heldout_fraction must be in [0, 1), got {heldout_fraction}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -95,6 +99,19 @@ class GenerativeDataModule(L.LightningDataModule):
         if self._train is not None:
             return
         full = self.source.load()
+        if isinstance(full, Splits):
+            if self.heldout_fraction is not None:
+                raise ValueError(
+                    f"dataset {self.name!r} comes with its own held-out split, but data.heldout_fraction "
+                    f"is {self.heldout_fraction}; set data.heldout_fraction=null (the source's settings, "
+                    f"data.source.*, decide what is held out)")
+            if len(full.train) == 0:
+                raise ValueError(f"dataset {self.name!r} has an empty training split")
+            self._train, self._heldout = full.train, full.heldout
+            return
+        if self.heldout_fraction is None:
+            raise ValueError(f"data.heldout_fraction is null, but the source of {self.name!r} returns one "
+                             f"dataset to split; set data.heldout_fraction (e.g. 0.1)")
         n = len(full)
         if n == 0:
             raise ValueError(f"dataset {self.name!r} is empty")

@@ -200,7 +200,8 @@ class ImageFolderSource:
         if not files:
             raise FileNotFoundError(
                 f"no image files under {root} (searched recursively for {', '.join(self.extensions)}): "
-                f"set data.path=DIR to a folder of images, or data.source.extensions to their endings"
+                f"set data.path=DIR to a folder of images, or give their endings, e.g. "
+                f"'++data.source.extensions=[.pgm,.jp2]'"
             )
         return files
 

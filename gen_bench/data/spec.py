@@ -7,7 +7,7 @@ networks can be sized from the config alone, and a ``load()`` that returns the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from torch.utils.data import Dataset
 
@@ -57,6 +57,14 @@ class DataSpec:
         return self.num_classes is not None
 
 
+class Splits(NamedTuple):
+    """A dataset that comes with its own training and held-out parts (an official test set, or
+    stacked digits built from disjoint source digits); the datamodule then draws no split."""
+
+    train: Dataset
+    heldout: Dataset
+
+
 @runtime_checkable
 class DataSource(Protocol):
     """A dataset builder: cheap to construct, loads data only on ``load()``."""
@@ -69,5 +77,6 @@ class DataSource(Protocol):
     def prepare(self) -> None:
         """Download or generate files if needed (called on one process only)."""
 
-    def load(self) -> Dataset:
-        """Return the full dataset; items are ``(x, y)`` with ``x`` float32 and ``y`` int64."""
+    def load(self) -> Dataset | Splits:
+        """Return the full dataset, or its :class:`Splits` when the source defines the held-out
+        part itself; items are ``(x, y)`` with ``x`` float32 and ``y`` int64."""

@@ -6,10 +6,12 @@ Nothing is fetched unless ``download=True`` (then torchvision's own download cod
 the two ways to provide them, instead of torchvision's bare "Dataset not found or corrupted".
 
 Which part of the dataset is used (``split``): by default all of it (``"all"``: MNIST train + test
-= 70,000 images, CIFAR-10 train + test = 60,000, CelebA train + valid + test = 202,599), because
-:class:`~gen_bench.data.GenerativeDataModule` draws its own deterministic held-out split from
-whatever the source returns. ``split="train"`` restricts a source to the official training images
-(for example to compare FID with papers that use the 50,000 CIFAR-10 training images).
+= 70,000 images, CIFAR-10 train + test = 60,000, CelebA train + valid + test = 202,599), from which
+:class:`~gen_bench.data.GenerativeDataModule` draws its own deterministic held-out split.
+``split="train"`` restricts a source to the official training images. ``split="official"`` keeps
+the official partition: the training images are the training split (and so the reference of FID,
+as in the papers: CIFAR-10's 50,000) and the test images the held-out split (with
+``data.heldout_fraction=null``); ``conf/data/cifar10.yaml`` uses it.
 
 MNIST and CIFAR-10 are small and live in memory as uint8; CelebA is decoded per item.
 """
@@ -29,7 +31,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from gen_bench.data.arrays import ArrayDataset, resize_images
-from gen_bench.data.spec import DataSpec
+from gen_bench.data.spec import DataSpec, Splits
 
 __all__ = ["CIFAR10", "MNIST", "CelebA", "CelebAImages", "DatasetNotFoundError"]
 
@@ -51,13 +53,15 @@ class _TorchvisionSource:
     """Shared logic of the torchvision-backed sources: split choice, file checks, clear errors.
 
     Subclasses set the class attributes and implement ``_required(split)`` (paths relative to the
-    root, for one torchvision split), ``_open(split, download)`` (the torchvision dataset) and
-    ``spec`` / ``load``.
+    root, for one torchvision split), ``_open(split, download)`` (the torchvision dataset),
+    ``_load(split)`` (the dataset of one of our split names) and ``spec``.
     """
 
     title: ClassVar[str]  # name used in messages
     splits: ClassVar[dict[str, tuple[str, ...]]]  # our split name -> torchvision splits it covers
     source_note: ClassVar[str]  # where the files come from, for people copying them by hand
+    # split "official": (our training split, our held-out split)
+    official: ClassVar[tuple[str, str]] = ("train", "test")
 
     def __init__(self, name: str, path: str | os.PathLike[str], image_size: int, download: bool,
                  split: str) -> None:
@@ -82,6 +86,17 @@ class _TorchvisionSource:
 
     def _open(self, split: str, download: bool = False) -> Dataset:
         raise NotImplementedError
+
+    def _load(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def load(self) -> Dataset | Splits:
+        """The split's images; for ``split="official"`` the training and test images as
+        :class:`Splits` (training, held-out)."""
+        if self.split == "official":
+            train, heldout = self.official
+            return Splits(self._load(train), self._load(heldout))
+        return self._load(self.split)
 
     def _required_files(self) -> list[Path]:
         files: list[Path] = []
@@ -166,12 +181,13 @@ class MNIST(_TorchvisionSource):
         path: Root directory holding ``MNIST/raw``.
         image_size: Output size S (native 28; resized with antialiased bilinear interpolation).
         download: Download with torchvision when the files are missing.
-        split: ``"all"`` (train + test, 70,000 images), ``"train"`` (60,000) or ``"test"`` (10,000).
+        split: ``"all"`` (train + test, 70,000 images), ``"train"`` (60,000), ``"test"`` (10,000)
+            or ``"official"`` (train for training, test held out).
     """
 
     title = "MNIST"
     splits: ClassVar[dict[str, tuple[str, ...]]] = {
-        "all": ("train", "test"), "train": ("train",), "test": ("test",),
+        "all": ("train", "test"), "train": ("train",), "test": ("test",), "official": ("train", "test"),
     }
     source_note = (f"(the four .gz files at {tvd.MNIST.mirrors[0]}, gunzipped; torchvision also "
                    f"accepts the older MNIST/processed/{{training,test}}.pt)")
@@ -198,11 +214,11 @@ class MNIST(_TorchvisionSource):
     def _open(self, split: str, download: bool = False) -> tvd.MNIST:
         return tvd.MNIST(str(self.root), train=split == "train", download=download)
 
-    def load(self) -> ArrayDataset:
-        """All images of the split(s) in memory: (N, 1, S, S) uint8, int64 labels 0..9."""
+    def _load(self, split: str) -> ArrayDataset:
+        """All images of the split in memory: (N, 1, S, S) uint8, int64 labels 0..9."""
         xs, ys = [], []
-        for split in self.splits[self.split]:
-            ds = self._open_checked(split)
+        for part in self.splits[split]:
+            ds = self._open_checked(part)
             xs.append(ds.data.unsqueeze(1))  # (N, 1, 28, 28) uint8
             ys.append(ds.targets.long())
         return ArrayDataset(resize_images(torch.cat(xs), self.image_size), torch.cat(ys))
@@ -219,12 +235,13 @@ class CIFAR10(_TorchvisionSource):
         path: Root directory holding ``cifar-10-batches-py``.
         image_size: Output size S (native 32; resized with antialiased bilinear interpolation).
         download: Download with torchvision when the files are missing.
-        split: ``"all"`` (train + test, 60,000 images), ``"train"`` (50,000) or ``"test"`` (10,000).
+        split: ``"all"`` (train + test, 60,000 images), ``"train"`` (50,000), ``"test"`` (10,000)
+            or ``"official"`` (the 50,000 for training, the 10,000 test images held out).
     """
 
     title = "CIFAR-10"
     splits: ClassVar[dict[str, tuple[str, ...]]] = {
-        "all": ("train", "test"), "train": ("train",), "test": ("test",),
+        "all": ("train", "test"), "train": ("train",), "test": ("test",), "official": ("train", "test"),
     }
     source_note = f"(the contents of {tvd.CIFAR10.url}, extracted)"
 
@@ -244,11 +261,11 @@ class CIFAR10(_TorchvisionSource):
     def _open(self, split: str, download: bool = False) -> tvd.CIFAR10:
         return tvd.CIFAR10(str(self.root), train=split == "train", download=download)
 
-    def load(self) -> ArrayDataset:
-        """All images of the split(s) in memory: (N, 3, S, S) uint8, int64 labels 0..9."""
+    def _load(self, split: str) -> ArrayDataset:
+        """All images of the split in memory: (N, 3, S, S) uint8, int64 labels 0..9."""
         xs, ys = [], []
-        for split in self.splits[self.split]:
-            ds = self._open_checked(split)
+        for part in self.splits[split]:
+            ds = self._open_checked(part)
             xs.append(torch.from_numpy(ds.data).permute(0, 3, 1, 2))  # (N, 32, 32, 3) -> (N, 3, 32, 32)
             ys.append(torch.as_tensor(ds.targets, dtype=torch.long))
         return ArrayDataset(resize_images(torch.cat(xs).contiguous(), self.image_size), torch.cat(ys))
@@ -310,14 +327,15 @@ class CelebA(_TorchvisionSource):
         download: Download with torchvision (needs ``pip install gdown``; Google Drive often refuses
             with a quota error, then fetch the files by hand).
         split: ``"all"`` (202,599 images), ``"train"`` (162,770), ``"valid"`` or ``"test"``
-            (the official partition of ``list_eval_partition.txt``).
+            (the official partition of ``list_eval_partition.txt``), or ``"official"`` (train for
+            training, test held out).
         crop_size: Side of the central square cropped before resizing (``None``: resize the whole
             image, distorting the aspect ratio).
     """
 
     title = "CelebA"
     splits: ClassVar[dict[str, tuple[str, ...]]] = {
-        s: (s,) for s in ("all", "train", "valid", "test")
+        **{s: (s,) for s in ("all", "train", "valid", "test")}, "official": ("train", "test"),
     }
     source_note = ("(from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html: Img/img_align_celeba.zip "
                    "extracted into celeba/, plus the Anno/*.txt and Eval/list_eval_partition.txt "
@@ -343,9 +361,9 @@ class CelebA(_TorchvisionSource):
     def _open(self, split: str, download: bool = False) -> tvd.CelebA:
         return tvd.CelebA(str(self.root), split=split, target_type=[], download=download)
 
-    def load(self) -> CelebAImages:
+    def _load(self, split: str) -> CelebAImages:
         """The split, decoded per item: (3, S, S) float32 in [0, 1], label -1."""
-        ds = self._open_checked(self.split)
+        ds = self._open_checked(split)
         image_dir = self.root / tvd.CelebA.base_folder / "img_align_celeba"
         absent = [f for f in (ds.filename[:1] + ds.filename[-1:]) if not (image_dir / f).is_file()]
         if absent:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gen_bench import interrupt
 from gen_bench.diffusion.process import randn_like
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -164,5 +165,6 @@ def flow_sample_loop(velocity: Velocity, sampler: FlowSampler, noise: Tensor,
     x = noise
     for t, t_prev in tqdm(sampler.timesteps(), desc=f"sampling ({sampler.label})", disable=not progress,
                           leave=False, dynamic_ncols=True, mininterval=1.0):
+        interrupt.check()  # a run asked to stop (SIGTERM) does not wait for the remaining steps
         x = sampler.step(velocity, t, t_prev, x)
     return x

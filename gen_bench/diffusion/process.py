@@ -121,6 +121,19 @@ class GaussianDiffusion(nn.Module):
         return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0)
                 / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim))
 
+    def one_minus_alpha_ratio(self, t: int, t_prev: int) -> Tensor:
+        """1 - alphas_cumprod[t] / alphas_cumprod[t_prev] as a 0-dim tensor (``t_prev = -1``: the
+        previous alpha-bar is 1).
+
+        The ratio is the product of 1 - beta_s over t_prev < s <= t, so its complement is
+        -expm1(sum log1p(-beta_s)): accurate to float32 rounding at every t. Subtracting two
+        alpha-bars (or two 1 - alpha-bars, both near 1 at large t) instead loses up to 7% of the
+        value at t = T - 1 of the linear schedule in float32.
+        """
+        if not -1 <= t_prev < t < self.num_timesteps:
+            raise ValueError(f"need -1 <= t_prev < t < {self.num_timesteps}, got t={t}, t_prev={t_prev}")
+        return -torch.expm1(torch.log1p(-self.betas[t_prev + 1 : t + 1]).sum())
+
     # --- training -----------------------------------------------------------------------------
     def loss(self, denoiser: Denoiser, x0: Tensor, t: Tensor | None = None, noise: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gen_bench import interrupt
 from gen_bench.diffusion.process import Denoiser, GaussianDiffusion, randn_like
 
 
@@ -117,22 +118,31 @@ class DDIMSampler:
         ts = sorted(set(ts), reverse=True)
         return list(zip(ts, [*ts[1:], -1], strict=True))
 
+    def sigma(self, t: int, t_prev: int) -> Tensor:
+        """The noise scale of the step from ``t`` to ``t_prev`` (a 0-dim tensor), eq. 16 of DDIM:
+        sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev); 0 when ``t_prev = -1``."""
+        d = self.diffusion
+        if t_prev < 0:
+            return torch.zeros_like(d.betas[t])
+        one_minus = d.sqrt_one_minus_alphas_cumprod[t].square()
+        one_minus_prev = d.sqrt_one_minus_alphas_cumprod[t_prev].square()
+        # 1 - a_t / a_prev from the betas in log space: both alpha-bars are tiny at large t, and
+        # their difference in float32 is off by up to 7% there
+        return self.eta * (one_minus_prev / one_minus * d.one_minus_alpha_ratio(t, t_prev)).sqrt()
+
     def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
              generator: torch.Generator | None = None) -> Tensor:
         if not -1 <= t_prev < t:
             raise ValueError(f"need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
         d = self.diffusion
         # 1 - alpha-bar from its own float64-derived buffer: 1 - a_t in float32 loses digits at small t
-        one_minus = d.sqrt_one_minus_alphas_cumprod[t].square()
         if t_prev >= 0:
             ac_prev = d.alphas_cumprod[t_prev]
             one_minus_prev = d.sqrt_one_minus_alphas_cumprod[t_prev].square()
         else:
-            ac_prev, one_minus_prev = torch.ones_like(one_minus), torch.zeros_like(one_minus)
+            ac_prev, one_minus_prev = torch.ones_like(d.betas[t]), torch.zeros_like(d.betas[t])
         x0, eps = predict_x0_and_eps(d, x_t, t, model_output, self.clip_x0)  # eq. 12, "predicted x_0"
-        # eq. 16 of DDIM: sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev),
-        # with 1 - a_t / a_prev = ((1 - a_t) - (1 - a_prev)) / a_prev
-        sigma = self.eta * (one_minus_prev / one_minus * (one_minus - one_minus_prev) / ac_prev).sqrt()
+        sigma = self.sigma(t, t_prev)
         # eq. 12 of DDIM: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z
         x_prev = ac_prev.sqrt() * x0 + (one_minus_prev - sigma**2).clamp_min(0).sqrt() * eps
         if self.eta > 0 and t_prev >= 0:
@@ -190,6 +200,7 @@ def sample_loop(denoiser: Denoiser, sampler: Sampler | MultistepSampler, x_T: Te
     # mininterval: at most one refresh a second, so logs of non-interactive runs stay readable
     for t, t_prev in tqdm(pairs, desc=f"sampling ({sampler.label})", disable=not progress, leave=False,
                           dynamic_ncols=True, mininterval=1.0):
+        interrupt.check()  # a run asked to stop (SIGTERM) does not wait for hundreds of steps
         out = denoiser(x, _full(t, x))
         if isinstance(sampler, MultistepSampler):
             x_prev = sampler.step(out, t, t_prev, x, generator, previous=previous)

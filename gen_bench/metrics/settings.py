@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +121,22 @@ class MemorizationSettings:
 
 @dataclass
 class ModeSettings:
+    """Attributes:
+    num_samples: Samples the modes are counted on, the first drawn (at most ``eval.num_samples``
+        unless ``min_samples_per_mode`` asks for more; ``None``: all drawn). VEEGAN / PacGAN: 2,500.
+    min_samples_per_mode: Count on at least this many samples per mode, drawn beyond
+        ``eval.num_samples`` when needed (the other metrics still use the first ``eval.num_samples``):
+        26 gives PacGAN's 26,000 for the 1,000 modes of stacked digits. 0: off.
+    std_threshold: High quality within this many std of the nearest mode (2-D mixtures).
+    """
+
     num_samples: int | None = 2500
+    min_samples_per_mode: int = 26
     std_threshold: float = 3.0
+
+    def count(self, num_drawn: int, num_modes: int) -> int:
+        """Samples counted for ``num_modes`` modes when ``num_drawn`` (``eval.num_samples``) are drawn."""
+        return max(min(num_drawn, self.num_samples or num_drawn), self.min_samples_per_mode * num_modes)
 
 
 @dataclass
@@ -293,6 +308,38 @@ class EvalSettings:
         if self.memorization.space not in ("pixels", "features"):
             raise ValueError(f"eval.memorization.space must be 'pixels' or 'features', "
                              f"got {self.memorization.space!r}")
+        self._check_metric_needs()
+
+    def _check_metric_needs(self) -> None:
+        """Settings the metrics in ``metrics`` cannot work with fail here, at configuration time (before
+        a run trains for hours and then fails in its final evaluation)."""
+        if "prdc" in self.metrics:
+            p = self.prdc
+            k = max(p.k_pr, p.k_dc)
+            if min(p.k_pr, p.k_dc) < 1:
+                raise ValueError(f"eval.prdc.k_pr and eval.prdc.k_dc must be >= 1, got {p.k_pr} and {p.k_dc}")
+            generated = min(self.num_samples, p.max_samples or self.num_samples)
+            if generated <= k:
+                raise ValueError(
+                    f"PRDC needs more than k={k} generated samples (the k-th nearest neighbour of each), but "
+                    f"uses {generated} (eval.num_samples={self.num_samples}, eval.prdc.max_samples="
+                    f"{p.max_samples}): raise them above {k}, or drop prdc from eval.metrics")
+            if p.num_reference is not None and p.num_reference <= k:
+                raise ValueError(f"PRDC needs more than k={k} real samples: eval.prdc.num_reference="
+                                 f"{p.num_reference} must be > {k} (or null: the whole reference)")
+        if "kid" in self.metrics and (self.kid.subsets < 1 or self.kid.subset_size < 2):
+            raise ValueError(f"KID needs eval.kid.subsets >= 1 and eval.kid.subset_size >= 2, got "
+                             f"{self.kid.subsets} and {self.kid.subset_size}")
+        if "is" in self.metrics and self.inception_score.splits < 1:
+            raise ValueError(f"eval.inception_score.splits must be >= 1, got {self.inception_score.splits}")
+        wanted = self.modes.num_samples
+        if "modes" in self.metrics and wanted is not None and wanted > self.num_samples:
+            # not an error: the presets set modes.num_samples = num_samples, and lowering num_samples
+            # alone is common; but the count (PacGAN's 26,000...) is part of the protocol, so say it
+            n = self.num_samples
+            warnings.warn(f"eval.modes.num_samples={wanted} is capped by eval.num_samples={n}: modes are "
+                          f"counted on {n} samples. Set eval.num_samples={wanted} to count them on {wanted}, "
+                          f"or eval.modes.num_samples={n} to silence this", UserWarning, stacklevel=2)
 
     @property
     def cache_path(self) -> Path:

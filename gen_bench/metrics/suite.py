@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, build_extractor
-from gen_bench.metrics.fid import FID, IS, KID, MiFID
+from gen_bench.metrics.fid import FID, IS, KID, MiFID, frechet_distance
 from gen_bench.metrics.memorization import Memorization, memorization_reference
 from gen_bench.metrics.modes import ModeCoverage
 from gen_bench.metrics.prdc import PRDC, real_knn_radii
@@ -92,10 +92,14 @@ class Score:
     Attributes:
         name: The family (``fid``, ``prdc``...).
         metric: Its torchmetrics state.
+        samples_needed: Samples this score is computed on when that is more than ``eval.num_samples``
+            (the evaluator then draws that many; every other score still sees the first
+            ``eval.num_samples``). ``None``: ``eval.num_samples``.
     """
 
     name: str = ""
     metric: Metric
+    samples_needed: int | None = None
 
     def update(self, batch: EvalBatch) -> None:
         raise NotImplementedError
@@ -141,6 +145,12 @@ def _main_pool(ctx: SuiteContext) -> Callable[[EvalBatch], Tensor]:
 
 # --- FID, KID, IS, MiFID (torchmetrics) --------------------------------------------------------------
 class FIDScore(Score):
+    """FID, and beside it ``fid_real_baseline``: the FID of real data the model never saw (the other
+    split: held-out when the reference is the training split) against the same reference, what a
+    model that draws fresh real samples would score. It gives FID a scale whatever the features
+    (random conv-net features above all); it is measured on that split's size (in the protocol), so
+    a small held-out split scores higher than the same data would with ``eval.num_samples``."""
+
     name = "fid"
 
     def __init__(self, ctx: SuiteContext) -> None:
@@ -148,15 +158,25 @@ class FIDScore(Score):
         self.num_reference = ctx.reference.stats.n
         stats = ctx.reference.stats if ctx.is_rank_zero else None
         self.metric = FID(ctx.main.feature_dim, stats).to(ctx.device)
+        ref = ctx.settings.reference
+        self.baseline_split = "heldout" if ref.split == "train" else "train"
+        self.real_baseline, self.baseline_samples = math.nan, 0
+        if len(split_dataset(ctx.datamodule, self.baseline_split)) >= 2:
+            other = reference_features(ctx.datamodule, ctx.main, self.baseline_split, ref.num_samples,
+                                       ref.subset_seed, ctx.settings.cache_path, ctx.settings.batch_size)
+            self.baseline_samples = other.stats.n
+            real = ctx.reference.stats.mean_cov()
+            self.real_baseline = float(frechet_distance(*other.stats.mean_cov(), *real))
 
     def update(self, batch: EvalBatch) -> None:
         self.metric.update(self.pool(batch), real=False)
 
     def compute(self) -> dict[str, float]:
-        return {"fid": float(self.metric.compute())}
+        return {"fid": float(self.metric.compute()), "fid_real_baseline": self.real_baseline}
 
     def protocol(self) -> dict[str, Any]:
-        return {"num_reference": self.num_reference}
+        return {"num_reference": self.num_reference,
+                "real_baseline": {"split": self.baseline_split, "num_samples": self.baseline_samples}}
 
 
 class KIDScore(Score):
@@ -341,14 +361,13 @@ class MemorizationScore(Score):
         samples = self.last.get("grid_samples")
         if not self.image_kind or samples is None or samples.numel() == 0 or self.settings.grid_pairs <= 0:
             return {}
-        from gen_bench.viz import save_image_grid
+        from gen_bench.viz import save_pairs
 
         nearest = self.last["grid_nearest"].cpu()
         split_idx = nearest if self.train_index is None else self.train_index[nearest]
         train_images = images_at(self.train_set, split_idx)
-        # sample, its nearest training image, next sample, ...
-        pairs = torch.stack([samples.cpu(), train_images.float().cpu()], 1).flatten(0, 1)
-        path = save_image_grid(pairs, Path(out_dir) / f"memorization_{tag}.png", nrow=8)
+        path = save_pairs(samples.cpu(), train_images.float().cpu(), self.last["grid_ratio"].cpu(),
+                          Path(out_dir) / f"memorization_{tag}.png")
         return {"memorization_grid": str(path)}
 
 
@@ -363,20 +382,23 @@ class ModeScore(Score):
     def __init__(self, ctx: SuiteContext) -> None:
         spec, s = ctx.spec, ctx.settings.modes
         self.settings = s
-        self.num_generated = min(ctx.settings.num_samples, s.num_samples or math.inf)
         if spec.kind == "toy2d" and spec.mode_centers is not None:
             centers = torch.tensor(spec.mode_centers, dtype=torch.float64)
             self.classifier = None
-            self.metric = ModeCoverage(len(centers), centers, spec.mode_std, s.std_threshold, s.num_samples)
+            count = s.count(ctx.settings.num_samples, len(centers))
+            self.metric = ModeCoverage(len(centers), centers, spec.mode_std, s.std_threshold, count)
         elif spec.kind == "image" and spec.labeled and spec.num_modes:
             self.classifier = ctx.extractor("classifier")
             if self.classifier.num_logits != spec.num_modes:
                 raise NotApplicable(f"the classifier predicts {self.classifier.num_logits} classes, the data "
                                     f"has {spec.num_modes} modes")
-            self.metric = ModeCoverage(spec.num_modes, max_samples=s.num_samples)
+            count = s.count(ctx.settings.num_samples, spec.num_modes)
+            self.metric = ModeCoverage(spec.num_modes, max_samples=count)
         else:
             raise NotApplicable("the dataset has no known modes (2-D mixtures and labeled images with "
                                 "num_modes only)")
+        self.num_generated = count
+        self.samples_needed = count if count > ctx.settings.num_samples else None
         self.metric = self.metric.to(ctx.device)
         self.num_modes = self.metric.num_modes
 

@@ -5,8 +5,8 @@ The objective holds three separate things: the network (``denoiser(x_t, t) -> ep
 sampler factory (ancestral DDPM by default; DDIM or another sampler can be swapped in with
 :meth:`DDPM.sample`'s ``sampler`` argument or by assigning ``model.sampler``, with no retraining).
 
-2-D toy data are scaled to about unit variance in model space
-(:class:`~gen_bench.models.iterative.IterativeModule`).
+2-D toy data are scaled to about unit variance in model space, and training images may be flipped
+(``hflip``): :class:`~gen_bench.models.iterative.IterativeModule`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from gen_bench.diffusion import (
     sampler_class,
 )
 from gen_bench.models.gan import OptimizerFactory
-from gen_bench.models.iterative import IterativeModule, default_toy_scale
+from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
-__all__ = ["DDPM", "default_toy_scale"]
+__all__ = ["DDPM", "default_toy_scale", "random_hflip"]
 
 
 class DDPM(IterativeModule):
@@ -46,6 +46,8 @@ class DDPM(IterativeModule):
         toy_scale: Divisor of 2-D toy data in model space; ``None``: :func:`default_toy_scale`.
         sample_batch_size: Largest batch the denoiser sees while sampling.
         progress: Show a progress bar while sampling.
+        hflip: Flip each training image left-right with probability 1/2 (Ho et al.'s CIFAR-10
+            training); images only.
     """
 
     sampling_network_name = "denoiser"
@@ -62,15 +64,16 @@ class DDPM(IterativeModule):
         toy_scale: float | None = None,
         sample_batch_size: int = 1024,
         progress: bool = True,
+        hflip: bool = False,
     ) -> None:
         super().__init__(spec, optimizer, sampler or DDPMSampler, warmup_steps, grad_clip, toy_scale,
-                         sample_batch_size, progress)
+                         sample_batch_size, progress, hflip)
         self.denoiser = denoiser
         self.diffusion = diffusion
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.diffusion.loss(self.denoiser, self.to_model_space(batch[0]))
+        loss = self.diffusion.loss(self.denoiser, self.training_input(batch))
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
         return loss
 

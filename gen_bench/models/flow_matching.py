@@ -40,6 +40,7 @@ class FlowMatching(IterativeModule):
         toy_scale: Divisor of 2-D toy data in model space; ``None``: the RMS of the mode centres.
         sample_batch_size: Largest batch the network sees while sampling.
         progress: Show a progress bar while sampling.
+        hflip: Flip each training image left-right with probability 1/2; images only.
     """
 
     sampling_network_name = "velocity"
@@ -57,9 +58,10 @@ class FlowMatching(IterativeModule):
         toy_scale: float | None = None,
         sample_batch_size: int = 1024,
         progress: bool = True,
+        hflip: bool = False,
     ) -> None:
         super().__init__(spec, optimizer, sampler or HeunSampler, warmup_steps, grad_clip, toy_scale,
-                         sample_batch_size, progress)
+                         sample_batch_size, progress, hflip)
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.velocity = velocity
@@ -72,7 +74,7 @@ class FlowMatching(IterativeModule):
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.flow.loss(self.velocity_field, self.to_model_space(batch[0]))
+        loss = self.flow.loss(self.velocity_field, self.training_input(batch))
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
         return loss
 

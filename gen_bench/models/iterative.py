@@ -4,7 +4,8 @@ running a sampler chosen at sampling time from noise to data.
 The subclass names its network (:attr:`sampling_network_name`, averaged by the EMA callback), binds
 a sampler factory (:meth:`bind_sampler`, whose result has a ``label``) and runs it from one batch
 of noise (:meth:`integrate`); this class holds the rest: 2-D data scaled to unit variance, the
-optimizer with its linear warm-up, gradient clipping, and ``sample`` cut into batches.
+optimizer with its linear warm-up, gradient clipping, optional image flips, and ``sample`` cut into
+batches.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ def default_toy_scale(spec: DataSpec) -> float:
     return float(centers.pow(2).mean().add((spec.mode_std or 0.0) ** 2).sqrt()) or 1.0
 
 
+def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each image of (B, C, H, W) ``x`` mirrored left-right with probability 1/2.
+
+    The coin flips come from ``generator`` (else the global RNG, like the diffusion noise of a
+    training step, so a resumed run draws the same flips).
+    """
+    device = generator.device if generator is not None else x.device
+    flip = torch.rand(x.shape[0], generator=generator, device=device).to(x.device) < 0.5
+    return torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
+
+
 class IterativeModule(EMASampling, GenerativeModule):
     """Base of models that sample with a many-step sampler chosen at sampling time.
 
@@ -45,12 +57,16 @@ class IterativeModule(EMASampling, GenerativeModule):
         toy_scale: Divisor of 2-D toy data in model space; ``None``: :func:`default_toy_scale`.
         sample_batch_size: Largest batch the network sees while sampling.
         progress: Show a progress bar while sampling.
+        hflip: Flip each training image left-right with probability 1/2 (Ho et al.'s CIFAR-10
+            training); images only.
     """
 
     def __init__(self, spec: DataSpec, optimizer: OptimizerFactory, sampler: Any, warmup_steps: int = 0,
                  grad_clip: float | None = 1.0, toy_scale: float | None = None, sample_batch_size: int = 1024,
-                 progress: bool = True) -> None:
+                 progress: bool = True, hflip: bool = False) -> None:
         super().__init__(spec)
+        if hflip and spec.kind != "image":
+            raise ValueError(f"model.hflip flips images; this is {spec.kind} data: set model.hflip=false")
         self.optimizer = optimizer
         self.sampler = sampler
         self.warmup_steps = warmup_steps
@@ -58,6 +74,7 @@ class IterativeModule(EMASampling, GenerativeModule):
         self.toy_scale = (toy_scale or default_toy_scale(spec)) if spec.kind == "toy2d" else 1.0
         self.sample_batch_size = sample_batch_size
         self.progress = progress
+        self.hflip = hflip
 
     # --- data space <-> model space ---------------------------------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:
@@ -67,6 +84,11 @@ class IterativeModule(EMASampling, GenerativeModule):
         return x * self.toy_scale if self.spec.kind == "toy2d" else super().to_data_space(x)
 
     # --- training -----------------------------------------------------------------------------
+    def training_input(self, batch: tuple[Tensor, ...]) -> Tensor:
+        """The batch's samples in model space, flipped at random when ``hflip`` is on."""
+        x = random_hflip(batch[0]) if self.hflip else batch[0]
+        return self.to_model_space(x)
+
     def configure_optimizers(self):
         opt = self.optimizer(self.sampling_network().parameters())
         if self.warmup_steps <= 0:
