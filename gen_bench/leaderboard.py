@@ -734,7 +734,7 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         print(f"gen-bench leaderboard: no metrics.json below {sweep_dir}", file=sys.stderr)
         return 1
     known = available_metrics(runs)
-    if args.metric.removeprefix("val/") not in known and args.metric not in known:
+    if args.metric is not None and args.metric.removeprefix("val/") not in known and args.metric not in known:
         close = difflib.get_close_matches(args.metric.removeprefix("val/"), sorted(known), n=1)
         hint = f"did you mean --metric {close[0]}? " if close else ""
         print(f"gen-bench leaderboard: error: no run below {sweep_dir} has a metric {args.metric!r}: {hint}"
