@@ -586,6 +586,145 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
     return fig
 
 
+# --- compute ----------------------------------------------------------------------------------------------
+def curves(runs: Sequence[RunRecord], metric: str, x: str = "train_flops") -> dict[tuple, list[tuple]]:
+    """Per group, the (x, mean, std, seeds) points of ``metric`` over the evaluation history.
+
+    Points of different seeds are matched by evaluation index (the k-th evaluation of every seed sits
+    at the same fraction of the budget) and placed at the mean of their x positions.
+    """
+    metric = metric.removeprefix("val/")
+    variants = _variant_labels(runs)
+    by_group: dict[tuple, list[list[tuple[float, float]]]] = {}
+    for i, run in enumerate(runs):
+        hist = run.history(metric, x)
+        if run.status == "completed" and hist:
+            by_group.setdefault(group_key(run, variants[i]), []).append(hist)
+    out = {}
+    for key, hists in by_group.items():
+        points = []
+        for k in range(min(len(h) for h in hists)):
+            xs, vs = [h[k][0] for h in hists], [h[k][1] for h in hists]
+            mean, std = _mean_std(vs)
+            points.append((statistics.fmean(xs), mean, std, len(vs)))
+        out[key] = points
+    return out
+
+
+def pareto_table(runs: Sequence[RunRecord], metric: str = "fid", x: str = "train_flops",
+                 direction: str | None = None, tolerance: float = 0.15) -> list[dict[str, Any]]:
+    """The best group at each budget: evaluation points of all groups whose x positions agree within
+    ``tolerance`` (relative) form one budget level; per level the best mean, the runner-up and whether
+    the two are within one standard deviation over seeds of each other (``tied``).
+
+    Returns:
+        One dict per level, smallest budget first: ``x``, ``best``, ``best_mean``, ``best_std``,
+        ``runner_up``, ``runner_up_mean``, ``runner_up_std``, ``ratio`` (runner-up / best), ``tied``.
+    """
+    metric = metric.removeprefix("val/")
+    sign = 1.0 if (direction or default_direction(metric)) == "min" else -1.0
+    points = [(pos, key, mean, std) for key, pts in curves(runs, metric, x).items()
+              for pos, mean, std, _ in pts if mean is not None]
+    levels: list[list[tuple]] = []
+    for p in sorted(points):
+        if levels and p[0] <= levels[-1][0][0] * (1 + tolerance):
+            levels[-1].append(p)
+        else:
+            levels.append([p])
+    rows = []
+    for level in levels:
+        ranked = sorted(level, key=lambda p: sign * p[2])
+        best, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+        label = lambda key: key[0] + (f" [{key[2]}]" if key[2] != "none" else "") + (  # noqa: E731
+            f" {key[3]}" if key[3] else "")
+        row = {"x": statistics.fmean(p[0] for p in level), "groups": len(level), "best": label(best[1]),
+               "best_mean": best[2], "best_std": best[3], "runner_up": None, "runner_up_mean": None,
+               "runner_up_std": None, "ratio": None, "tied": None}
+        if second is not None:
+            spread = max(best[3] or 0.0, second[3] or 0.0)
+            row.update(runner_up=label(second[1]), runner_up_mean=second[2], runner_up_std=second[3],
+                       ratio=second[2] / best[2] if best[2] else None,
+                       tied=abs(second[2] - best[2]) <= spread)
+        rows.append(row)
+    return rows
+
+
+def pareto_markdown(rows: Sequence[Mapping[str, Any]], metric: str, x: str) -> str:
+    """:func:`pareto_table` as a Markdown table."""
+    lines = [f"| {_X_LABELS[x]} | best | {metric} | runner-up | {metric} | runner-up / best | within 1 std |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['x']:.3g} | {r['best']} | {_pm(r['best_mean'], r['best_std'])} | "
+                     f"{r['runner_up'] or '-'} | {_pm(r['runner_up_mean'], r['runner_up_std'])} | "
+                     f"{_fmt(r['ratio'])} | {'-' if r['tied'] is None else ('yes' if r['tied'] else 'no')} |")
+    return "\n".join(lines) + "\n"
+
+
+def sampling_points(runs: Sequence[RunRecord], metric: str = "fid") -> dict[tuple[str, str], list[tuple]]:
+    """(sampling FLOPs per sample, score) of every evaluation of a final checkpoint: the training-time
+    one and each ``gen-bench eval`` of the run (``RUN/eval/*/metrics.json``, other samplers), keyed
+    by (model, sampler label)."""
+    metric = metric.removeprefix("val/")
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for run in runs:
+        if run.status != "completed":
+            continue
+        sections = [run.summary.get("eval") or {}]
+        for path in sorted(run.run_dir.glob("eval/*/metrics.json")):
+            sections.append(read_json(path).get("eval") or {})
+        for ev in sections:
+            draw, score = ev.get("draw") or {}, ((ev.get("scores") or {}).get(metric) or {}).get("value")
+            cost = draw.get("sampling_flops_per_sample")
+            if score is not None and cost:
+                key = (run.model, draw.get("sampler") or "one pass")
+                out.setdefault(key, []).append((float(cost), score))
+    return out
+
+
+def plot_quality_vs_sampling_cost(runs: Sequence[RunRecord], metric: str = "fid",
+                                  path: str | Path | None = None, title: str = ""):
+    """``metric`` (mean ± std over seeds) against sampling FLOPs per sample, one point per model and
+    sampler setting (log x). Returns the figure (saved if ``path``)."""
+    from matplotlib.figure import Figure
+
+    metric = metric.removeprefix("val/")
+    fig = Figure(figsize=(6.5, 4.5), dpi=100)
+    ax = fig.subplots()
+    for (model, sampler), pts in sorted(sampling_points(runs, metric).items()):
+        mean, std = _mean_std([v for _, v in pts])
+        cost = statistics.fmean(c for c, _ in pts)
+        ax.errorbar([cost], [mean], yerr=[std or 0.0], fmt="o", capsize=3,
+                    label=f"{model} ({sampler}, n={len(pts)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling FLOPs per sample")
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.set_title(title or f"{metric} against sampling cost", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def samples_seen_note(runs: Sequence[RunRecord]) -> str | None:
+    """A warning line when the completed runs of one dataset drew different numbers of real samples
+    (the leaderboard then compares unequal data budgets), else ``None``."""
+    by_data: dict[str, set[int]] = {}
+    for r in runs:
+        seen = (r.summary.get("compute") or {}).get("images_seen") or r.samples_seen
+        if r.status == "completed" and seen is not None:
+            by_data.setdefault(r.data, set()).add(int(seen))
+    uneven = {d: sorted(v) for d, v in by_data.items() if len(v) > 1}
+    if not uneven:
+        return None
+    return "note: runs saw different numbers of real samples (" + "; ".join(
+        f"{d}: {_compact(v[0])} to {_compact(v[-1])}" for d, v in uneven.items()) + \
+        "): compare at equal budgets with budget.images or budget.train_flops"
+
+
 # --- wandb ------------------------------------------------------------------------------------------------
 def _wandb_settings(runs: Sequence[RunRecord]) -> tuple[str, bool]:
     """(project, offline) of the sweep's wandb loggers (``gen-bench``, offline when unknown)."""
@@ -597,7 +736,8 @@ def _wandb_settings(runs: Sequence[RunRecord]) -> tuple[str, bool]:
 
 
 def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRecord] = (),
-                 plot: str | Path | None = None, project: str | None = None, mode: str | None = None,
+                 plot: str | Path | Sequence[str | Path] | None = None, project: str | None = None,
+                 mode: str | None = None,
                  entity: str | None = None) -> str:
     """Log the leaderboard as a wandb Table (and the unranked runs, and the plot) in a run of its own,
     in the sweep's project and group (the sweep folder's name), under ``SWEEP_DIR/wandb``.
@@ -606,7 +746,7 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
         board: The leaderboard.
         sweep_dir: The sweep folder (the group and where an offline run is written).
         runs: The sweep's runs (the project and the offline setting of their loggers).
-        plot: A PNG to log with it.
+        plot: PNGs to log with it, each under its file name (``fid_over_steps``...).
         project: wandb project (default: the runs' ``logger.wandb.project``).
         mode: ``offline`` or ``online`` (default: offline unless the runs logged online).
         entity: wandb entity (team or user) for online runs.
@@ -633,8 +773,9 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
             cols = ["run", "model", "data", "seed", "status", "steps", "reason"]
             payload["unranked_runs"] = wandb.Table(
                 columns=cols, data=[[str(u[c]) for c in cols] for u in board.unranked])
-        if plot is not None and Path(plot).is_file():
-            payload[f"{board.metric}_over_steps"] = wandb.Image(str(plot))
+        for p in ([plot] if isinstance(plot, (str, Path)) else list(plot or [])):
+            if Path(p).is_file():  # fid_over_steps, fid_over_train_flops, fid_vs_sampling_flops...
+                payload[Path(p).stem] = wandb.Image(str(p))
         run.log(payload)
         best = next((r for r in board.rows if r["rank"] == 1), None)
         if best is not None:
@@ -752,14 +893,27 @@ def leaderboard_command(argv: Sequence[str]) -> int:
         print(f"[gen-bench] leaderboard ({args.format}) -> {args.output}")
     else:
         sys.stdout.write(text)
-    plot = None
+    note = samples_seen_note(runs)
+    if note and args.format in ("table", "markdown"):
+        print(note, file=sys.stderr)
+    if args.x in ("train_flops", "images", "wall_s") and args.format in ("table", "markdown"):
+        rows = pareto_table(runs, board.metric, args.x, board.direction)
+        if rows:
+            print(f"\nbest model at each budget ({_X_LABELS[args.x]}):\n"
+                  + pareto_markdown(rows, board.metric, args.x), file=sys.stderr)
+    plots: list[Path] = []
     if not args.no_plot:
         suffix = "steps" if args.x == "step" else args.x
         plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_{suffix}.png"
         plot_metric_over_steps(runs, board.metric, plot, x=args.x, title=f"{board.metric}: {sweep_dir.name}")
-        print(f"[gen-bench] plot -> {plot}", file=sys.stderr)
+        plots.append(plot)
+        if sampling_points(runs, board.metric):
+            cost_plot = plot.with_name(f"{board.metric}_vs_sampling_flops.png")
+            plot_quality_vs_sampling_cost(runs, board.metric, cost_plot)
+            plots.append(cost_plot)
+        print(f"[gen-bench] plots -> {', '.join(str(p) for p in plots)}", file=sys.stderr)
     if args.wandb:
-        where = log_to_wandb(board, sweep_dir, runs, plot, args.wandb_project, args.wandb_mode,
+        where = log_to_wandb(board, sweep_dir, runs, plots, args.wandb_project, args.wandb_mode,
                              args.wandb_entity)
         print(f"[gen-bench] wandb leaderboard table -> {where}", file=sys.stderr)
     return 0
