@@ -86,7 +86,9 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
     result = evaluator.evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
     assert {"fid", "kid", "is", "mifid", "precision", "recall", "density", "coverage", "copy_rate", "ct",
-            "nn_distance_mean", "modes", "mode_kl"} <= set(result.scores)
+            "nn_distance_mean", "modes", "mode_kl", "fwd"} <= set(result.scores)
+    fwd = result.protocols[result.scores["fwd"]["protocol_id"]]
+    assert (fwd["level"], fwd["packets"], fwd["packet_dim"]) == (1, 4, 64)  # 16 px: level 1, 1 x 8 x 8
     for name, score in result.scores.items():
         proto = result.protocols[score["protocol_id"]]
         assert proto["extractor"]["weights_sha256"] == evaluator.main.weights_sha256(), name
@@ -196,6 +198,7 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
     assert values["modes"] == 5 and values["hq_fraction"] > 0.95
     assert values["mode_kl"] == pytest.approx(math.log(8 / 5), abs=0.02)
     assert result.extractor["name"] == "identity" and "logits" in result.skipped["is"]
+    assert "between images" in result.skipped["fwd"]
     assert values["precision"] > 0.9 and values["recall"] < 0.8
 
 

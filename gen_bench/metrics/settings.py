@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
-METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics")
+METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics", "fwd")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:

@@ -507,5 +507,54 @@ class ModeScore(Score):
         return p
 
 
+# --- Frechet Wavelet Distance --------------------------------------------------------------------
+@register_metric("fwd")
+class FWDScore(Score):
+    """The Frechet Wavelet Distance of the samples' pixels (:mod:`gen_bench.metrics.fwd`): no
+    extractor, so it reads the same on every image dataset; video: per frame."""
+
+    name = "fwd"
+    bounds = {"fwd": (0.0, None)}
+
+    def __init__(self, ctx: SuiteContext) -> None:
+        from gen_bench.metrics.fwd import PacketStats, auto_level, fwd_from_stats
+
+        if ctx.spec.kind == "toy2d":
+            raise NotApplicable("FWD is a distance between images")
+        c, h, w = ctx.spec.shape[0], ctx.spec.shape[-2], ctx.spec.shape[-1]
+        self.level = ctx.settings.fwd.level or auto_level(min(h, w))
+        self.packets, self.dim = 4**self.level, c * (h >> self.level) * (w >> self.level)
+        self.distance = fwd_from_stats
+        ref, dm = ctx.settings.reference, ctx.datamodule
+        split = split_dataset(dm, ref.split)
+        indices = subset_indices(len(split), ref.num_samples, ref.subset_seed)
+        fields = {"kind": "fwd", "data": dm.name, "fingerprint": dm.fingerprint(), "split": ref.split,
+                  "num_samples": len(split) if indices is None else len(indices),
+                  "subset_seed": None if indices is None else ref.subset_seed, "level": self.level,
+                  "wavelet": "haar"}
+
+        def reference_stats() -> dict[str, Tensor]:
+            stats = PacketStats(self.packets, self.dim, self.level).to(ctx.device)
+            for x in iter_split(dm, ref.split, indices, ctx.settings.batch_size):
+                stats.update(frames(x).to(ctx.device))
+            return {k: v.cpu() for k, v in stats.compute().items()}
+
+        self.real = cached(ctx.settings.cache_path, "fwd", dm.name, fields, reference_stats)
+        self.num_reference = int(self.real["n"])
+        self.metric = PacketStats(self.packets, self.dim, self.level).to(ctx.device)
+
+    def update(self, batch: EvalBatch) -> None:
+        self.metric.update(batch.samples)
+
+    def compute(self) -> dict[str, float]:
+        fake = self.metric.compute()
+        real = {k: v.to(fake["sum"].device) for k, v in self.real.items()}
+        return {"fwd": float(self.distance(real, fake))}
+
+    def protocol(self) -> dict[str, Any]:
+        return {"wavelet": "haar", "level": self.level, "packets": self.packets, "packet_dim": self.dim,
+                "num_reference": self.num_reference}
+
+
 # --- video: fvd and physics register themselves (gen_bench.metrics.video imports this module) ----------
 from gen_bench.metrics import video as _video  # noqa: E402, F401
