@@ -15,6 +15,13 @@ Only scores measured under the same protocol (``protocol_id`` in ``metrics.json`
 and its weights, sample counts, reference split) are ranked against each other; a sweep mixing
 protocols gets one ranking per protocol. Runs that failed, are still running or have no score are
 listed under the table, never dropped.
+
+Where the runs have bootstrap intervals (``eval.bootstrap.num > 0``), each row shows the interval of
+its ranking score, the mean over seeds of each run's bounds (the interval of one run's score: the
+mean over seeds is tighter), and rows whose intervals overlap are tied: ``tied_with`` lists their
+ranks and the rank shows ``=`` (``2=``). ``--agreement`` adds the rank agreement (Kendall tau) of
+the model order by the ranking score with the order by the same score in the other feature spaces
+(``fid@random``) and at the other sample counts of FID_inf's fit.
 """
 
 from __future__ import annotations
@@ -145,6 +152,17 @@ class RunRecord:
             if key in final:
                 return _finite(final[key]), None
         return None, None
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The bootstrap interval ``(ci_low, ci_high)`` of a final score (``None`` without one)."""
+        entry = ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
+        lo, hi = _finite(entry.get("ci_low")), _finite(entry.get("ci_high"))
+        return (lo, hi) if lo is not None and hi is not None else None
+
+    def fit(self, metric: str) -> dict[str, Any]:
+        """Further fields of a score (FID_inf's ``fit``: counts and the FID at each), ``{}`` if none."""
+        entry = ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
+        return entry.get("fit") or {}
 
     def history(self, metric: str, x: str = "step") -> list[tuple[float, float]]:
         """(x, value) of every evaluation during training (``eval.history``), finite values only.
@@ -298,6 +316,8 @@ class Leaderboard:
         protocols: protocol_id -> the evaluation settings it stands for (from ``metrics.json``).
         source: Where the runs came from.
         then_by: The score that breaks ties of ``metric`` (in its own default direction), if any.
+        agreement: Rank agreement with other feature spaces and sample counts (:func:`rank_agreement`;
+            ``None``: not computed).
     """
 
     metric: str
@@ -308,17 +328,25 @@ class Leaderboard:
     protocols: dict[str, dict[str, Any]]
     source: str = ""
     then_by: str | None = None
+    agreement: list[dict[str, Any]] | None = None
+
+    @property
+    def has_intervals(self) -> bool:
+        return any(r.get(f"{self.metric}_ci_low") is not None for r in self.rows)
 
     # --- exports -------------------------------------------------------------------------------------
     def flat_columns(self) -> list[str]:
         """Column names of the CSV / wandb Table."""
         scores = [f"{c}_{s}" for c in [self.metric, *self.columns] for s in ("mean", "std")]
         return ["rank", "model", "data", "stabilizers", "variant", "seeds", "failed", *scores,
-                f"{self.metric}_eval_std", "steps", "samples_seen", "eval", "protocol_id"]
+                f"{self.metric}_eval_std", f"{self.metric}_ci_low", f"{self.metric}_ci_high", "tied_with",
+                "steps", "samples_seen", "eval", "protocol_id"]
 
     def records(self) -> list[list[Any]]:
+        """One list per row in :meth:`flat_columns` order (``tied_with`` as ``"1;3"``)."""
         cols = self.flat_columns()
-        return [[row.get(c) for c in cols] for row in self.rows]
+        return [[";".join(map(str, v)) if isinstance(v := row.get(c), list) else v for c in cols]
+                for row in self.rows]
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -331,22 +359,27 @@ class Leaderboard:
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "metric": self.metric, "direction": self.direction,
                            "then_by": self.then_by, "columns": self.columns, "rows": self.rows,
-                           "unranked": self.unranked, "protocols": self.protocols},
-                          indent=2, default=str) + "\n"
+                           "unranked": self.unranked, "protocols": self.protocols,
+                           "agreement": self.agreement}, indent=2, default=str) + "\n"
 
     def _display(self) -> tuple[list[str], list[list[str]]]:
         show_variant = any(r["variant"] for r in self.rows)
         show_protocol = len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1
+        ci = self.has_intervals
         header = ["#", "model", "data", "stabilizers", *(["variant"] if show_variant else []), "seeds",
                   f"{self.metric} ({'lower' if self.direction == 'min' else 'higher'} is better)",
+                  *(["95% CI", "tied with"] if ci else []),
                   *self.columns, "steps", "samples", *(["protocol"] if show_protocol else [])]
         body = []
         for r in self.rows:
-            rank = str(r["rank"]) if r["rank"] is not None else "-"
+            rank = str(r["rank"]) + ("=" if r.get("tied_with") else "") if r["rank"] is not None else "-"
+            lo, hi = r.get(f"{self.metric}_ci_low"), r.get(f"{self.metric}_ci_high")
+            interval = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "-"
             cells = [rank, r["model"], r["data"], r["stabilizers"],
                      *([r["variant"] or "-"] if show_variant else []),
                      f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else ""),
                      _pm(r[f"{self.metric}_mean"], r[f"{self.metric}_std"]),
+                     *([interval, ",".join(map(str, r.get("tied_with") or [])) or "-"] if ci else []),
                      *[_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in self.columns],
                      _fmt(r["steps"]), _compact(r["samples_seen"]),
                      *([f"{r['eval']}:{(r['protocol_id'] or '-')[:8]}"] if show_protocol else [])]
@@ -358,6 +391,11 @@ class Leaderboard:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         out = "\n".join(lines) + "\n"
+        if self.has_intervals:
+            out += (f"\n{self.metric}: 95% bootstrap interval, mean over seeds of each run's bounds; `=`: "
+                    "tied (intervals overlap) with the ranks in `tied with`.\n")
+        if self.agreement is not None:
+            out += "\n" + self.agreement_text() + "\n"
         if self.unranked:
             out += f"\nNot ranked ({len(self.unranked)}):\n\n" + "\n".join(
                 f"- `{u['run']}` ({u['model']}, {u['data']}, seed {u['seed']}): **{u['status']}** "
@@ -373,11 +411,29 @@ class Leaderboard:
         if len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1:
             out.append("(several evaluation protocols: ranks are within each protocol only)")
         out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in body)]
+        if self.has_intervals:
+            out.append(f"95% CI: bootstrap interval of {self.metric}, mean over seeds of each run's bounds; "
+                       "'=': tied with the ranks in 'tied with' (intervals overlap)")
+        if self.agreement is not None:
+            out += ["", self.agreement_text()]
         if self.unranked:
             out.append(f"\nnot ranked ({len(self.unranked)}):")
             out += [f"  {u['status']:<11} {u['model']} {u['data']} seed={u['seed']} step {u['steps']}: "
                     f"{u['reason']}\n              {u['run']}" for u in self.unranked]
         return "\n".join(out) + "\n"
+
+    def agreement_text(self) -> str:
+        """The rank agreement as lines of text (see :func:`rank_agreement`)."""
+        if not self.agreement:
+            return (f"rank agreement (Kendall tau): no other feature space or sample count of {self.metric} "
+                    "with 2 or more ranked models (eval.extractors, eval.fid_inf)")
+        out = [f"rank agreement (Kendall tau-b, scipy) of the model order by {self.metric} with:"]
+        for a in self.agreement:
+            p = f", p={a['p_value']:.2g}" if a["p_value"] is not None else ""
+            tau = f"{a['tau']:+.3f}" if a["tau"] is not None else "undefined (ties)"
+            out.append(f"  {a['data']} [{(a['protocol_id'] or '-')[:8]}] {a['other']:<22} tau={tau} "
+                       f"({a['models']} models{p})")
+        return "\n".join(out)
 
     def format(self, fmt: str) -> str:
         """``table`` (terminal), ``csv``, ``markdown`` or ``json``."""
@@ -490,6 +546,12 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
                      if (s := ((r.summary.get("eval") or {}).get("scores", {}).get(metric) or {}).get("std"))
                      is not None]
         row[f"{metric}_eval_std"] = statistics.fmean(eval_stds) if eval_stds else None
+        intervals = [r.interval(metric) for r in scored]
+        if intervals and all(iv is not None for iv in intervals):  # the mean of the seeds' bounds
+            row[f"{metric}_ci_low"] = statistics.fmean(iv[0] for iv in intervals)
+            row[f"{metric}_ci_high"] = statistics.fmean(iv[1] for iv in intervals)
+        else:
+            row[f"{metric}_ci_low"] = row[f"{metric}_ci_high"] = None
         row["steps"] = _mean_std([s for r in scored if (s := r.summary.get("steps")) is not None])[0]
         if row["steps"] is not None and float(row["steps"]).is_integer():
             row["steps"] = int(row["steps"])
@@ -515,9 +577,75 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
                                                         r["stabilizers"], r["variant"]))
         for i, r in enumerate(block, 1):
             r["rank"] = i
+        for r in block:  # tied: the intervals overlap
+            lo, hi = r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]
+            r["tied_with"] = [o["rank"] for o in block if o is not r and lo is not None
+                              and o[f"{metric}_ci_low"] is not None
+                              and o[f"{metric}_ci_low"] <= hi and lo <= o[f"{metric}_ci_high"]]
         ordered += block
+    for r in rows:
+        r.setdefault("tied_with", [])
     ordered += [r for r in rows if r not in rankable]
     return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source, then_by)
+
+
+# --- rank agreement ------------------------------------------------------------------------------------
+def rank_agreement(board: Leaderboard, runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Kendall tau (``scipy.stats.kendalltau``, tau-b) between the model order of each ranking block
+    (data + protocol) and the order by the same score measured otherwise, where the runs have both:
+
+    * in another feature space: ``fid`` against ``fid@random`` (``eval.extractors``), or the main
+      space for ``--metric fid@random``;
+    * at another sample count: the FID of FID_inf's subsets (``eval.fid_inf``) at each count below
+      the full one, and FID_inf itself.
+
+    Each group's value is its mean over seeds. Returns one dict per comparison:
+    ``{"data", "protocol_id", "other", "models", "tau", "p_value"}`` (tau ``None`` when undefined).
+    """
+    from scipy.stats import kendalltau
+
+    by_dir = {str(r.run_dir): r for r in runs}
+    base, _, space = board.metric.partition("@")
+    suffix = f"@{space}" if space else ""
+    keys = {k for r in runs for k in ((r.summary.get("eval") or {}).get("scores") or {})}
+    others = sorted(k for k in keys if k.partition("@")[0] == base and k != board.metric)
+
+    def mean(row: dict[str, Any], value) -> float | None:
+        vals = [v for d in row["run_dirs"] if (v := value(by_dir[d])) is not None]
+        return statistics.fmean(vals) if len(vals) == len(row["run_dirs"]) and vals else None
+
+    def count_value(j: int, count: int):
+        def value(run: RunRecord) -> float | None:
+            fit = run.fit(f"fid_inf{suffix}")
+            ok = fit.get("counts") and j < len(fit["counts"]) and fit["counts"][j] == count
+            return _finite(fit["fid"][j]) if ok else None
+        return value
+
+    blocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in board.rows:
+        if row["rank"] is not None:
+            blocks.setdefault((row["data"], row["protocol_id"]), []).append(row)
+    out = []
+    for (data, pid), rows in sorted(blocks.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        main = [row[f"{board.metric}_mean"] for row in rows]
+        alternatives = [(k, lambda run, k=k: run.score(k)[0]) for k in others]
+        counts = [tuple(c) for row in rows for d in row["run_dirs"]
+                  if base == "fid" and (c := by_dir[d].fit(f"fid_inf{suffix}").get("counts"))]
+        if counts and len(set(counts)) == 1:  # every run subsampled the same counts
+            full = (board.protocols.get(pid) or {}).get("num_generated")
+            alternatives += [(f"{board.metric} at N={c}", count_value(j, c))
+                             for j, c in enumerate(counts[0]) if c != full]
+            alternatives.append((f"fid_inf{suffix}", lambda run: run.score(f"fid_inf{suffix}")[0]))
+        for label, value in alternatives:
+            pairs = [(m, v) for m, row in zip(main, rows, strict=True) if (v := mean(row, value)) is not None]
+            if len(pairs) < 2:
+                continue
+            res = kendalltau([m for m, _ in pairs], [v for _, v in pairs])
+            tau = None if math.isnan(res.statistic) else float(res.statistic)
+            p = None if math.isnan(res.pvalue) else float(res.pvalue)
+            out.append({"data": data, "protocol_id": pid, "other": label, "models": len(pairs), "tau": tau,
+                        "p_value": p})
+    return out
 
 
 # --- plot ---------------------------------------------------------------------------------------------
@@ -858,6 +986,10 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     parser.add_argument("--x", default="step", choices=list(X_AXES),
                         help="the plot's x axis: training steps, training FLOPs, real images seen, wall "
                              "time (the compute ledger of each run), or real samples seen")
+    parser.add_argument("--agreement", action="store_true",
+                        help="add the rank agreement (Kendall tau) of the model order by the metric with the "
+                             "order in the other feature spaces (eval.extractors) and at the other sample "
+                             "counts of FID_inf (eval.fid_inf)")
     parser.add_argument("--wandb", action="store_true", help="also log the table as a wandb Table")
     parser.add_argument("--wandb-project", help="wandb project (default: the runs' logger.wandb.project)")
     parser.add_argument("--wandb-entity", help="wandb entity for online logging")
@@ -887,6 +1019,8 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     except ValueError as e:
         print(f"gen-bench leaderboard: {e}", file=sys.stderr)
         return 2
+    if args.agreement:
+        board.agreement = rank_agreement(board, runs)
     text = board.format(args.format)
     if args.output:
         Path(args.output).write_text(text)
