@@ -38,7 +38,7 @@ from torch import Tensor
 
 from gen_bench import interrupt
 from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
-from gen_bench.compute import count_flops
+from gen_bench.compute import SAMPLING_FLOPS, count_flops
 from gen_bench.metrics.bootstrap import interval, resample_weights
 from gen_bench.metrics.cache import digest
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
@@ -176,6 +176,9 @@ class EvalResult:
         out.update({f"{VAL_PREFIX}{k}_std": s["std"] for k, s in self.scores.items() if s["std"] is not None})
         out.update({f"{VAL_PREFIX}{k}_{c}": s[c] for k, s in self.scores.items() for c in CI_KEYS
                     if s.get(c) is not None})
+        cost = self.draw.get("sampling_flops_per_sample")
+        if cost is not None:  # how expensive these samples were, beside the scores (CSV, wandb)
+            out[SAMPLING_FLOPS] = float(cost)
         return out
 
     def to_json(self) -> dict[str, Any]:

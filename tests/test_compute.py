@@ -109,6 +109,12 @@ def test_a_budgeted_run_stops_at_the_budget_and_evaluates_at_its_fractions(tmp_p
     assert summary["steps"] == 8 and summary["compute"]["budget"]["max_steps"] == 8
     assert summary["compute"]["train_flops"] == 8 * per_step
     assert [h["step"] for h in summary["eval"]["history"]] == [2, 4, 6, 8]
+    # the sampling cost of a one-pass generator: one MLP forward per sample, beside the scores
+    cost = summary["eval"]["draw"]["sampling_flops_per_sample"]
+    assert cost == summary["final"]["compute/sampling_flops_per_sample"] > 0
+    gen = compose_train(over, tmp_path / "budget").model.nets.toy2d.generator
+    z, h = gen.get("latent_dim", 8), gen.hidden  # MLPGenerator: z -> h -> h -> h -> 2, linear layers
+    assert cost == 2 * (z * h + 2 * h * h + h * 2)
     thirds = run_training(compose_train([*over, "budget.fractions=[0.111,0.333,1]"], tmp_path / "thirds"))
     assert [h["step"] for h in thirds["eval"]["history"]] == [1, 3, 8]
     with pytest.raises(ValueError, match="smaller than one training step"):
