@@ -68,15 +68,14 @@ def main() -> None:
         net, dm, _, ckpt = load_run(run_dir)
         wall = read_json(run_dir / "metrics.json")["wall_time_s"]
         samplers = {model: None}
-        if hasattr(net, "bind_sampler"):
-            net.progress = False
-            if args.ddim_steps:
-                ddim = lambda d, **kw: DDIMSampler(d, args.ddim_steps, **kw)  # noqa: E731
-                samplers[f"{model} (ddim{args.ddim_steps})"] = ddim
+        net.progress = False
+        if args.ddim_steps and net.sampler_label() is not None:  # diffusion: also through DDIM
+            ddim = lambda d, **kw: DDIMSampler(d, args.ddim_steps, **kw)  # noqa: E731
+            samplers[f"{model} (ddim{args.ddim_steps})"] = ddim
         for name, sampler in samplers.items():
             g = torch.Generator().manual_seed(args.seed)
             start = time.perf_counter()
-            x = net.sample(args.samples, generator=g, **({"sampler": sampler} if sampler else {}))
+            x = net.sample(args.samples, generator=g, sampler=sampler)
             sample_s = time.perf_counter() - start
             stats = mode_stats(x, torch.tensor(dm.spec.mode_centers), dm.spec.mode_std)
             rows.append((name, ckpt["global_step"], wall, sample_s, stats))

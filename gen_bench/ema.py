@@ -104,10 +104,10 @@ class EMAWeights:
 
 class EMASampling:
     """Mixin for a :class:`~gen_bench.models.base.GenerativeModule` whose samples may come from EMA
-    weights. Put it first in the bases; set :attr:`sampling_network_name`."""
+    weights (the model's ``ema_weights``, declared ``None`` on the base class). Put it first in the
+    bases; set :attr:`sampling_network_name`."""
 
     sampling_network_name: str = "generator"
-    ema_weights: EMAWeights | None = None
 
     def sampling_network(self) -> nn.Module:
         """The network whose weights are averaged and used for sampling."""

@@ -30,9 +30,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     settings = settings_from(cfg.eval)
     device = resolve_device(cfg.get("device", "auto"))
     model, datamodule, run_cfg, ckpt = load_run(cfg.ckpt, map_location=device)
-    if hasattr(model, "progress"):  # a diffusion model: show its sampling steps
-        model.progress = True
-    if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
+    model.progress = True  # models that sample in many steps show them
+    if not cfg.get("ema", True):
         model.ema_weights = None
     run_dir = run_dir_of(cfg.ckpt)
     model_cfg = run_cfg.get("model") or {}

@@ -254,13 +254,12 @@ class Evaluator:
 
     def draw_record(self, model) -> dict[str, Any]:
         s = self.settings
-        diffusion = hasattr(model, "bind_sampler")
-        label = model.bind_sampler(self.sampler_factory).label if diffusion else None
+        label = model.sampler_label(self.sampler_factory)
         return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "num_drawn": self.num_drawn(),
                 "batch_size": s.batch_size, "sampler": label,
-                "sampler_config": self.sampler if diffusion else None,
+                "sampler_config": self.sampler if label is not None else None,
                 "sampling_flops_per_sample": self._sampling_flops.get(label),
-                "ema": getattr(model, "ema_weights", None) is not None,
+                "ema": model.ema_weights is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
 
     # --- evaluation --------------------------------------------------------------------------------
@@ -291,19 +290,18 @@ class Evaluator:
         rank, world = _distributed()
         num_drawn = self.num_drawn()
         num_batches = math.ceil(num_drawn / s.batch_size)
-        diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
-        kw = {"sampler": self.sampler_factory} if diffusion else {}
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
-        label = model.bind_sampler(self.sampler_factory).label if hasattr(model, "bind_sampler") else None
+        sampler = self.sampler_factory  # None: the model's own; ignored by models that sample in one pass
+        label = model.sampler_label(sampler)
         for b in range(lo, hi):
             interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, **kw))
+                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, sampler=sampler))
                 self._sampling_flops[label] = flops / n
             else:
-                x = model.sample(n, generator=g, **kw)
+                x = model.sample(n, generator=g, sampler=sampler)
             x = x.detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)

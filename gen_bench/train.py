@@ -206,10 +206,10 @@ def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -
 def _check_training_sampler(model_cfg: DictConfig, model) -> None:
     """Build the sampler previews and evaluation will use now, so a bad one fails before training."""
     node = model_cfg.get("training_sampler")
-    if node is None or not hasattr(model, "bind_sampler"):
+    if node is None:
         return
     try:
-        model.bind_sampler(instantiate(node))
+        model.sampler_label(instantiate(node))  # binds it (models that sample in one pass ignore it)
     except ValueError as e:
         raise ValueError(f"model.training_sampler: {e}. Set model.training_sampler.steps=N or "
                          "model.training_sampler=null (the model's own sampler)") from e
