@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.io import read_json
@@ -65,7 +65,7 @@ def main() -> None:
             cfg = compose("train", overrides=over)
         if not (args.reuse and (run_dir / "checkpoints" / "last.ckpt").is_file()):
             run_training(cfg)
-        net, dm, _, ckpt = load_run(run_dir)
+        net, dm, _, ckpt = load_model(run_dir)
         wall = read_json(run_dir / "metrics.json")["wall_time_s"]
         samplers = {model: None}
         net.progress = False

@@ -5,11 +5,12 @@ Three pieces:
 * :class:`EMAWeights`, the shadow copy of one network's floating-point parameters and buffers;
 * :class:`EMASampling`, a mixin for models: it keeps the shadow (``model.ema_weights``), writes it
   into checkpoints under ``checkpoint["ema"]`` and reads it back in ``on_load_checkpoint`` (so
-  a model rebuilt by :func:`gen_bench.checkpoint.load_run` has it too), and swaps it into the
+  a model rebuilt by :func:`gen_bench.checkpoint.load_model` has it too), and swaps it into the
   sampling network for the duration of ``sampling_mode()``: ``sample()`` uses the EMA weights
   whenever there are any, training always the live ones;
 * :class:`EMA`, the callback that creates the shadow and updates it after every optimizer step of
   the sampling network (every ``trainer.global_step`` increment: gen-bench counts exactly those).
+
 """
 
 from __future__ import annotations

@@ -445,7 +445,7 @@ class EvaluationCallback(Periodic):
         step = trainer.global_step
         if self._due(step):
             if self.settings.at_end and step == trainer.max_steps:
-                return  # the final evaluation runs at train end, once last.ckpt holds this step
+                return  # the final evaluation runs at train end, once the last checkpoint holds this step
             self.run(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:

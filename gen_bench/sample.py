@@ -10,7 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
+from gen_bench import rundir
+from gen_bench.checkpoint import load_model, resolve_device
 from gen_bench.io import atomic_open
 from gen_bench.models import GenerativeModule
 from gen_bench.viz import save_image_grid, save_scatter
@@ -41,7 +42,7 @@ def sample_command(cfg: DictConfig) -> None:
     """
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
-    model, _, run_cfg, ckpt = load_run(cfg.ckpt, map_location=resolve_device(cfg.device))
+    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=resolve_device(cfg.device))
     model.progress = True  # models that sample in many steps show them
     if not cfg.get("ema", True):
         model.ema_weights = None
@@ -53,7 +54,8 @@ def sample_command(cfg: DictConfig) -> None:
     seconds = time.perf_counter() - start
     samples = samples.cpu()
 
-    out = Path(cfg.out) if cfg.out else run_dir_of(cfg.ckpt) / "samples" / f"sample_{label}_{cfg.n}"
+    default_out = rundir.run_dir_of(cfg.ckpt) / rundir.SAMPLES / f"sample_{label}_{cfg.n}"
+    out = Path(cfg.out) if cfg.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     spec = model.spec
     title = f"{name} step {ckpt.get('global_step')} ({label}{', EMA' if uses_ema else ''})"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.io import read_json
@@ -161,7 +161,7 @@ def test_a_model_defined_outside_the_package_trains_samples_evaluates_and_ranks(
     assert "ignored" in r.stdout + r.stderr
     out = run / "samples" / "sample_moments_16"
     assert (out / "scatter.png").is_file()
-    model, *_ = load_run(run)
+    model, *_ = load_model(run)
     assert torch.equal(torch.load(out / "samples.pt"), model.sample(16, torch.Generator().manual_seed(3)))
 
     # eval: the training-time scores again, from the checkpoint alone
