@@ -11,6 +11,12 @@ Three pieces:
 * :class:`EMA`, the callback that creates the shadow and updates it after every optimizer step of
   the sampling network (every ``trainer.global_step`` increment: gen-bench counts exactly those).
 
+Lightning 2.6's ``EMAWeightAveraging`` does not replace it: it deep-copies the whole LightningModule into
+an ``AveragedModel`` (a GAN's discriminator too; no hook names the sampling network), its constant-decay
+``get_ema_avg_fn`` has no ``warmup`` (the scores would change) and it truncates the EMA of integer buffers
+(BatchNorm's ``num_batches_tracked``) instead of copying them; it swaps the average in only around
+validation epochs and copies it over the live weights at train end, and it saves the average as the
+checkpoint's ``state_dict`` (live weights under ``current_model_state``). It would resume exactly.
 """
 
 from __future__ import annotations
