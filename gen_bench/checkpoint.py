@@ -37,12 +37,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ema: bool = True
                ) -> tuple[GenerativeModule, GenerativeDataModule, DictConfig, dict[str, Any]]:
     """The model with its trained weights (in eval mode), its datamodule, its run config and the
     raw checkpoint dict (for callback states such as EMA weights).
 
-    ``path`` is a ``.ckpt`` file or a run directory (its last checkpoint is used).
+    Args:
+        path: A ``.ckpt`` file or a run directory (its last checkpoint is used).
+        map_location: The device the model goes to.
+        ema: Sample with the checkpoint's EMA weights when it has them (``False``: the live weights).
     """
     ckpt = read_checkpoint(checkpoint_file(path))
     cfg = OmegaConf.create(ckpt["gen_bench"]["config"])
@@ -50,6 +53,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"
     model = build_model(cfg.model, datamodule.spec)
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
+    if not ema:
+        model.ema_weights = None
     model.to(map_location).eval()
     return model, datamodule, cfg, ckpt
 

@@ -29,10 +29,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     settings = settings_from(cfg.eval)
     device = resolve_device(cfg.get("device", "auto"))
-    model, datamodule, run_cfg, ckpt = load_model(cfg.ckpt, map_location=device)
+    model, datamodule, run_cfg, ckpt = load_model(cfg.ckpt, map_location=device, ema=cfg.get("ema", True))
     model.progress = True  # models that sample in many steps show them
-    if not cfg.get("ema", True):
-        model.ema_weights = None
     run_dir = rundir.run_dir_of(cfg.ckpt)
     model_cfg = run_cfg.get("model") or {}
     sampler = cfg.get("sampler")  # null: the model's own

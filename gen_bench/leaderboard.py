@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gen_bench.config import flatten
 from gen_bench.models.stabilizers import STABILIZER_KEYS, stabilizer_label, stabilizer_settings
 from gen_bench.rundir import (
     REPLICATE_KEYS,
@@ -57,20 +58,11 @@ _X_LABELS = {"step": "training step", "train_flops": "training FLOPs", "images":
 
 
 # --- grouping --------------------------------------------------------------------------------------------
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
-
-
-def _setting(run: RunRecord) -> dict[str, Any]:
-    """The run's config minus what differs between seeds of one setting or never changes results."""
-    flat = _flatten(run.config)
-    return {k: v for k, v in flat.items()
-            if not under(k, (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS))}
+def _setting(run: RunRecord) -> dict[str, str]:
+    """The run's config minus what differs between seeds of one setting or never changes results, as
+    dotted key -> the value in JSON (empty mappings left out)."""
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in flatten(run.config).items()
+            if v != {} and not under(k, (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS))}
 
 
 def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:

@@ -42,10 +42,9 @@ def sample_command(cfg: DictConfig) -> None:
     """
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
-    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=resolve_device(cfg.device))
+    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=resolve_device(cfg.device),
+                                         ema=cfg.get("ema", True))
     model.progress = True  # models that sample in many steps show them
-    if not cfg.get("ema", True):
-        model.ema_weights = None
     uses_ema = model.ema_weights is not None
 
     start = time.perf_counter()

@@ -150,6 +150,13 @@ def test_checkpoint_carries_the_ema_and_load_model_samples_with_it(tmp_path):
     got = model.sample(8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(got, expected * model.toy_scale, atol=1e-6)
     assert not torch.allclose(averaged.state_dict()["out.weight"], model.denoiser.state_dict()["out.weight"])
+    live, *_ = load_model(tmp_path / "ema", ema=False)  # the live weights: gen-bench sample/eval ema=false
+    assert live.ema_weights is None
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        expected = sample_loop(model.denoiser.eval(), model.bind_sampler(), torch.randn(8, 2, generator=g), g)
+    got = live.sample(8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, expected * model.toy_scale, atol=1e-6)
 
     run_training(compose_train([*over, "model.ema=null"], tmp_path / "plain"))
     plain, _, _, ckpt = load_model(tmp_path / "plain")
