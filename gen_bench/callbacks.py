@@ -323,12 +323,13 @@ class SampleGrid(Periodic):
         spec = pl_module.spec
         step = trainer.global_step
         video: dict[str, Path] | None = None
+        kw = {"sampler": self.sampler} if self.sampler is not None else {}  # else the model's own
         if spec.kind == "toy2d":
-            pts = pl_module.sample(self.num_points, generator=g, sampler=self.sampler)
+            pts = pl_module.sample(self.num_points, generator=g, **kw)
             paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
                                   title=f"{type(pl_module).__name__} step {step}")]
         else:
-            x = pl_module.sample(self.num_samples, generator=g, sampler=self.sampler)
+            x = pl_module.sample(self.num_samples, generator=g, **kw)
             if x.ndim == 5:  # video (N, C, T, H, W): a GIF, a frame grid, and the first frames as before
                 video = save_video_samples(x, self.dirpath, tag)
                 x = x[:, :, 0]

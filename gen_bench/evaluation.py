@@ -291,17 +291,18 @@ class Evaluator:
         num_drawn = self.num_drawn()
         num_batches = math.ceil(num_drawn / s.batch_size)
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
-        sampler = self.sampler_factory  # None: the model's own; ignored by models that sample in one pass
-        label = model.sampler_label(sampler)
+        # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
+        kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
+        label = model.sampler_label(self.sampler_factory)
         for b in range(lo, hi):
             interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, sampler=sampler))
+                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, **kw))
                 self._sampling_flops[label] = flops / n
             else:
-                x = model.sample(n, generator=g, sampler=sampler)
+                x = model.sample(n, generator=g, **kw)
             x = x.detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
