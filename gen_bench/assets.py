@@ -65,6 +65,13 @@ ASSETS: dict[str, Asset] = {
               "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
               "i3d_torchscript.pt", "",
               "FVD (the TorchScript I3D of StyleGAN-V, Skorokhodov et al. 2022)"),
+        # No published hash: the sha256 is recorded in assets.json on the first fetch, and verify
+        # checks every later copy against it.
+        Asset("dinov2_vits14",
+              "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
+              "dinov2_vits14_pretrain.pth", "",
+              "eval.extractor=dinov2 / eval.extractors=[dinov2] (DINOv2 ViT-S/14, Oquab et al. 2023; also "
+              "needs the DINOv2 source, eval.dinov2.code_dir)"),
     )
 }
 

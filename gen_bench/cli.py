@@ -29,6 +29,7 @@ commands:
            gen-bench sample ckpt=runs/RUN n=64 sampler=ddim sampler.steps=50
   eval     score a saved model (FID, KID, IS, PRDC, memorization, modes); e.g.
            gen-bench eval ckpt=runs/RUN eval=paper
+           gen-bench eval samples=DIR_OR_NPZ data=digits out_dir=runs/sweeps/NAME/mine   (any samples)
   assets   gen-bench assets fetch --to DIR | verify DIR: weight files for offline machines
   leaderboard  rank the runs of a sweep (mean ± std over seeds); e.g.
            gen-bench leaderboard runs/sweeps/compare_digits --metric fid --format markdown --wandb
@@ -158,7 +159,7 @@ def _sample(cfg: DictConfig) -> None:
     sample_command(cfg)
 
 
-PATH_KEYS = ("ckpt", "out", "out_dir", "resume")  # arguments that hold a path
+PATH_KEYS = ("ckpt", "out", "out_dir", "resume", "samples")  # arguments that hold a path
 
 
 def _quote(value: str) -> str:

@@ -36,6 +36,7 @@ COUNTED = ("FlopCounterMode: matrix products and convolutions of every network, 
 TRAIN_FLOPS = "compute/train_flops"
 IMAGES_SEEN = "compute/images_seen"
 WALL_S = "compute/wall_s"
+SAMPLING_FLOPS = "compute/sampling_flops_per_sample"  # logged with every evaluation
 
 
 class _GlobalOnly:

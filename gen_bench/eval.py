@@ -20,7 +20,21 @@ log = logging.getLogger(__name__)
 
 
 def eval_command(cfg: DictConfig) -> dict[str, Any]:
-    """Load ``cfg.ckpt``, evaluate it with ``cfg.eval`` and write ``metrics.json``; returns its content."""
+    """Load ``cfg.ckpt``, evaluate it with ``cfg.eval`` and write ``metrics.json``; returns its content.
+
+    With ``samples=PATH data=NAME`` instead, scores a folder or array file of samples
+    (:mod:`gen_bench.external`)."""
+    if cfg.get("samples"):
+        from gen_bench.external import samples_command
+
+        if cfg.get("ckpt"):
+            raise ValueError("pass either ckpt=RUN (a trained model) or samples=PATH (images), not both")
+        return samples_command(cfg)
+    if not cfg.get("ckpt"):
+        raise ValueError("nothing to evaluate: pass ckpt=RUN (a run folder or .ckpt file), or samples=PATH "
+                         "data=NAME (a folder of images or a .npz / .pt array)")
+    if cfg.get("data") is not None:
+        raise ValueError("data= comes from the checkpoint; pass it only with samples=PATH")
     from gen_bench import rundir
     from gen_bench.checkpoint import load_model, resolve_device
     from gen_bench.evaluation import Evaluator, settings_from

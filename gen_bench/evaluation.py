@@ -24,7 +24,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,19 +36,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gen_bench import interrupt
+from gen_bench import interrupt, rundir
 from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
-from gen_bench.compute import count_flops
+from gen_bench.compute import SAMPLING_FLOPS, count_flops
+from gen_bench.metrics.bootstrap import interval, resample_weights
 from gen_bench.metrics.cache import digest
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
 from gen_bench.metrics.reference import Reference, frames, reference_features
 from gen_bench.metrics.settings import EvalSettings, from_mapping
-from gen_bench.metrics.suite import EvalBatch, NotApplicable, Score, SuiteContext, build_score
+from gen_bench.metrics.suite import METRICS, EvalBatch, NotApplicable, Score, SuiteContext, build_score
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 VAL_PREFIX = "val/"  # log keys are val/<score>, e.g. val/fid
+CI_KEYS = ("ci_low", "ci_high")  # a score's bootstrap interval, beside its value (val/fid_ci_low)
+SPACE_SEP = "@"  # scores of a further feature space: fid@random
+BOOTSTRAP_METHOD = ("generated rows resampled with replacement, reference fixed; bias-corrected percentile "
+                    "interval: value + quantiles - mean of the replicates")
+
+#: ``draw(draw_index, first_row, n, generator) -> samples``: rows [first_row, first_row + n) of a draw.
+DrawBatch = Callable[[int, int, int, torch.Generator], Tensor]
 _EXTRACTOR_ID_KEYS = ("name", "version", "weights_sha256", "feature_dim", "preprocessing")
 RANDOM_FALLBACK_WARNING = (
     "eval.extractor=auto: %s is unlabeled and the Inception weights are not on this machine, so FID, KID "
@@ -75,6 +83,25 @@ def _plain(obj: Any) -> Any:
 
 def _finite_or_none(v: float) -> float | None:
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def space_key(name: str, space: str) -> str:
+    """The result key of score ``name`` in feature space ``space`` (``""``: the main one, plain name)."""
+    return f"{name}{SPACE_SEP}{space}" if space else name
+
+
+def _mean_details(per_draw: list[dict[str, Any]]) -> dict[str, Any]:
+    """Numbers and lists of numbers averaged over draws; anything else from the first draw."""
+    out = {}
+    for k, v in per_draw[0].items():
+        vals = [d[k] for d in per_draw]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "counts":
+            out[k] = statistics.fmean(vals)
+        elif isinstance(v, list) and k != "counts" and all(isinstance(x, (int, float)) for x in v):
+            out[k] = [statistics.fmean(xs) for xs in zip(*vals, strict=True)]
+        else:
+            out[k] = v
+    return out
 
 
 def _distributed() -> tuple[int, int]:
@@ -116,7 +143,10 @@ class EvalResult:
 
     Attributes:
         scores: Score name -> ``{"value", "std", "values", "protocol_id"}`` (``std``: over draws,
-            ``None`` for one draw; non-finite values are ``None``).
+            ``None`` for one draw; non-finite values are ``None``), with ``ci_low`` and ``ci_high``
+            (the bootstrap interval of ``value``) for scores that have one when
+            ``eval.bootstrap.num > 0``, and further fields of some scores (FID_inf's ``fit``).
+            Scores of a further feature space key as ``<score>@<extractor>``.
         protocols: protocol_id -> the fields it hashes.
         draw: Seed, number of draws, samples, batch size, sampler, EMA: recorded, not hashed.
         extractor: The main extractor's description (with a classifier's accuracy).
@@ -140,9 +170,15 @@ class EvalResult:
         return {k: s["value"] for k, s in self.scores.items() if s["value"] is not None}
 
     def log_dict(self) -> dict[str, float]:
-        """``val/<score>`` (and ``val/<score>_std`` over several draws) for the loggers."""
+        """``val/<score>`` (and ``val/<score>_std`` over several draws, ``val/<score>_ci_low`` and
+        ``_ci_high`` with bootstrap intervals) for the loggers."""
         out = {f"{VAL_PREFIX}{k}": v for k, v in self.values().items()}
         out.update({f"{VAL_PREFIX}{k}_std": s["std"] for k, s in self.scores.items() if s["std"] is not None})
+        out.update({f"{VAL_PREFIX}{k}_{c}": s[c] for k, s in self.scores.items() for c in CI_KEYS
+                    if s.get(c) is not None})
+        cost = self.draw.get("sampling_flops_per_sample")
+        if cost is not None:  # how expensive these samples were, beside the scores (CSV, wandb)
+            out[SAMPLING_FLOPS] = float(cost)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -186,6 +222,8 @@ class Evaluator:
         self.extractors: dict[str, FeatureExtractor] = {}
         self.main: FeatureExtractor | None = None
         self.reference: Reference | None = None
+        # feature space ("": the main extractor; else a further one's name) -> its extractor, reference
+        self.spaces: dict[str, tuple[FeatureExtractor, Reference]] = {}
         self.scores: list[Score] = []
         self.skipped: dict[str, str] = {}
         self.setup_seconds = 0.0
@@ -221,26 +259,37 @@ class Evaluator:
             self.main = build_extractor(name, ExtractorRequest(self.spec, self.datamodule, s, device))
             self.extractors = {name: self.main}
             ref = s.reference
-            self.reference = reference_features(self.datamodule, self.main, ref.split, ref.num_samples,
-                                                ref.subset_seed, s.cache_path, s.batch_size)
-            ctx = SuiteContext(s, self.spec, self.datamodule, self.main, self.reference, device, rank == 0,
-                               self.extractors)
-            self.scores, self.skipped = [], {}
-            for metric in s.metrics:
-                try:
-                    self.scores.append(build_score(metric, ctx))
-                except NotApplicable as e:
-                    self.skipped[metric] = str(e)
-                    log.info("eval: %s skipped: %s", metric, e)
+            self.scores, self.skipped, self.spaces = [], {}, {}
+            for space in ["", *(e for e in dict.fromkeys(s.extractors) if e != name)]:
+                ctx = SuiteContext(s, self.spec, self.datamodule, self.main, None, device, rank == 0,
+                                   self.extractors)
+                ctx.main = ctx.extractor(space) if space else self.main  # built once, run on every batch
+                ctx.reference = reference_features(self.datamodule, ctx.main, ref.split, ref.num_samples,
+                                                   ref.subset_seed, s.cache_path, s.batch_size)
+                self.spaces[space] = (ctx.main, ctx.reference)
+                for metric in s.metrics:
+                    if space and not getattr(METRICS.get(metric), "per_feature_space", False):
+                        continue  # memorization, modes, video: not a function of the feature space
+                    try:
+                        score = build_score(metric, ctx)
+                    except NotApplicable as e:
+                        self.skipped[space_key(metric, space)] = str(e)
+                        log.info("eval: %s skipped: %s", space_key(metric, space), e)
+                        continue
+                    score.feature_space = space
+                    self.scores.append(score)
+            self.reference = self.spaces[""][1]
         self.device = device
         self.setup_seconds = time.perf_counter() - start
         log.info("eval set up in %.1f s: extractor %s, metrics %s", self.setup_seconds, name,
                  ", ".join(sc.name for sc in self.scores))
 
     # --- protocol ----------------------------------------------------------------------------------
-    def common_protocol(self) -> dict[str, Any]:
-        ref = self.reference.fields
-        ext = self.main.describe()
+    def common_protocol(self, space: str = "") -> dict[str, Any]:
+        """The fields every score of feature space ``space`` shares (``""``: the main extractor)."""
+        extractor, reference = self.spaces[space]
+        ref = reference.fields
+        ext = extractor.describe()
         return {
             "protocol_version": PROTOCOL_VERSION,
             "data": self.datamodule.name,
@@ -253,14 +302,23 @@ class Evaluator:
         }
 
     def draw_record(self, model) -> dict[str, Any]:
-        s = self.settings
         label = model.sampler_label(self.sampler_factory)
-        return {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples, "num_drawn": self.num_drawn(),
-                "batch_size": s.batch_size, "sampler": label,
+        return {**self.base_record(), "sampler": label,
                 "sampler_config": self.sampler if label is not None else None,
                 "sampling_flops_per_sample": self._sampling_flops.get(label),
                 "ema": model.ema_weights is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
+
+    def base_record(self) -> dict[str, Any]:
+        """The draw record's fields that do not depend on what draws the samples."""
+        s = self.settings
+        record = {"seed": s.seed, "seeds": s.seeds, "num_samples": s.num_samples,
+                  "num_drawn": self.num_drawn(), "batch_size": s.batch_size}
+        if s.bootstrap.num > 0:
+            record["bootstrap"] = {"num": s.bootstrap.num, "level": s.bootstrap.level,
+                                   "seed": "eval.bootstrap.seed + draw", "base_seed": s.bootstrap.seed,
+                                   "method": BOOTSTRAP_METHOD}
+        return record
 
     # --- evaluation --------------------------------------------------------------------------------
     @staticmethod
@@ -284,26 +342,18 @@ class Evaluator:
         for score in self.scores:
             score.update(_first_samples(batch, score.samples_needed or self.settings.num_samples))
 
-    def _draw(self, model, draw_seed: int) -> None:
-        """Sample this process's share of the draw and update every metric."""
+    def _draw(self, draw: DrawBatch, draw_index: int) -> None:
+        """Sample this process's share of draw ``draw_index`` and update every metric."""
         s = self.settings
         rank, world = _distributed()
         num_drawn = self.num_drawn()
         num_batches = math.ceil(num_drawn / s.batch_size)
         lo, hi = rank * num_batches // world, (rank + 1) * num_batches // world  # contiguous: global order
-        # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
-        kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
-        label = model.sampler_label(self.sampler_factory)
         for b in range(lo, hi):
             interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, num_drawn - b * s.batch_size)
-            g = torch.Generator().manual_seed(self.batch_seed(draw_seed, b))
-            if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda n=n, g=g: model.sample(n, generator=g, **kw))
-                self._sampling_flops[label] = flops / n
-            else:
-                x = model.sample(n, generator=g, **kw)
-            x = x.detach().float().to(self.device)
+            g = torch.Generator().manual_seed(self.batch_seed(s.seed + draw_index, b))
+            x = draw(draw_index, b * s.batch_size, n, g).detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
             index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
@@ -321,40 +371,76 @@ class Evaluator:
             step: The model's training step, recorded.
             tag: Names the pictures (``step_0001000``, ``final``).
         """
+        # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
+        kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
+        label = model.sampler_label(self.sampler_factory)
+
+        def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor:
+            if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
+                flops, x = count_flops(lambda: model.sample(n, generator=g, **kw))
+                self._sampling_flops[label] = flops / n
+                return x
+            return model.sample(n, generator=g, **kw)
+
+        return self.evaluate_draws(draw, model.device, lambda: self.draw_record(model), step, tag)
+
+    def evaluate_draws(self, draw: DrawBatch, device: torch.device | str,
+                       record: Callable[[], dict[str, Any]], step: int | None = None,
+                       tag: str = "final") -> EvalResult:
+        """Score ``seeds`` draws of samples made by ``draw`` (a model, a callable, a file of samples).
+
+        Args:
+            draw: ``draw(draw_index, first_row, n, generator)``: rows ``[first_row, first_row + n)``
+                of draw ``draw_index``, in gen-bench's sample format; ``generator`` is that batch's
+                (see :meth:`batch_seed`).
+            device: Where features and metrics live.
+            record: The draw record (called after the draws: it may report what they measured).
+            step: Training step of the model, recorded.
+            tag: Names the pictures.
+        """
         start = time.perf_counter()
         rank, _ = _distributed()
         s = self.settings
         rng = capture_rng()  # data loaders, KID subsets...: training resumes with the same random state
         per_draw: list[dict[str, float]] = []
-        names_of: dict[str, list[str]] = {}
+        reps_per_draw: list[dict[str, Tensor]] = []
+        details_per_draw: list[dict[str, dict[str, Any]]] = []
+        names_of: dict[int, list[tuple[str, str]]] = {}  # score (by position) -> (result key, name)
         artifacts: dict[str, str] = {}
         try:
-            self.setup(model.device)
+            self.setup(device)
             with torch.no_grad():
                 for i in range(s.seeds):
                     for score in self.scores:
                         score.reset()
-                    self._draw(model, s.seed + i)
+                    self._draw(draw, i)
                     values: dict[str, float] = {}
+                    details: dict[str, dict[str, Any]] = {}
                     with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(s.seed + i)  # KID subsets, IS splits
-                        for score in self.scores:
-                            computed = score.compute()
-                            names_of[score.name] = list(computed)
-                            values.update(computed)
+                        for j, score in enumerate(self.scores):
+                            # KID subsets, IS splits: each score's own stream, whatever else is scored
+                            torch.manual_seed(s.seed + i)
+                            computed, space = score.compute(), score.feature_space
+                            names_of[j] = [(space_key(k, space), k) for k in computed]
+                            values.update({space_key(k, space): v for k, v in computed.items()})
+                            details.update({space_key(k, space): v for k, v in score.details.items()})
                     per_draw.append(values)
+                    details_per_draw.append(details)
+                    reps_per_draw.append(self._bootstrap(i))
                     if i == 0 and rank == 0 and self.out_dir is not None:
                         for score in self.scores:
                             artifacts.update(score.artifacts(self.out_dir, tag))
         finally:
             restore_rng(rng)
-        common = self.common_protocol()
-        protocols, family_of = {}, {}
-        for score in self.scores:
-            proto = {**common, "metric": score.name, **score.protocol()}
-            pid = digest(proto)[:16]
-            protocols[pid] = proto
-            family_of.update(dict.fromkeys(names_of[score.name], pid))
+        protocols, pid_of = {}, {}
+        for j, score in enumerate(self.scores):
+            common = self.common_protocol(score.feature_space)
+            family = {**common, "metric": score.name, **score.protocol()}
+            for key, base in names_of[j]:
+                proto = {**family, **score.score_protocol(base)}
+                pid_of[key] = digest(proto)[:16]
+                protocols[pid_of[key]] = proto
+        bounds = {space_key(k, sc.feature_space): b for sc in self.scores for k, b in sc.bounds.items()}
         scores = {}
         for name in per_draw[0]:
             vals = [d[name] for d in per_draw]
@@ -362,12 +448,37 @@ class Evaluator:
             mean = statistics.fmean(finite) if len(finite) == len(vals) else math.nan
             std = statistics.stdev(finite) if len(vals) > 1 and len(finite) == len(vals) else None
             scores[name] = {"value": _finite_or_none(mean), "std": std,
-                            "values": [_finite_or_none(v) for v in vals], "protocol_id": family_of[name]}
-        result = EvalResult(scores, protocols, self.draw_record(model), self.main.describe(),
+                            "values": [_finite_or_none(v) for v in vals], "protocol_id": pid_of[name]}
+            if name in reps_per_draw[0] and math.isfinite(mean):
+                # the interval of the mean over draws: replicate b averages every draw's replicate b
+                reps = torch.stack([r[name].cpu() for r in reps_per_draw]).mean(0)
+                lo, hi = interval(reps, mean, s.bootstrap.level, *bounds.get(name, (None, None)))
+                scores[name].update({"ci_low": _finite_or_none(lo), "ci_high": _finite_or_none(hi)})
+            if name in details_per_draw[0]:
+                scores[name]["fit"] = _mean_details([d[name] for d in details_per_draw])
+        result = EvalResult(scores, protocols, record(), self.main.describe(),
                             dict(self.skipped), artifacts, step, time.perf_counter() - start)
         log.info("eval %s: %s (%.1f s)", tag, ", ".join(f"{k}={v:.4g}" for k, v in result.values().items()),
                  result.seconds)
         return result
+
+    def _bootstrap(self, draw_index: int) -> dict[str, Tensor]:
+        """Score name -> (B,) bootstrap replicates of draw ``draw_index`` (after compute)."""
+        b = self.settings.bootstrap
+        if b.num <= 0:
+            return {}
+        cache: dict[int, Tensor] = {}
+
+        def weights(n: int) -> Tensor:  # every score of n rows sees the same resamples
+            if n not in cache:
+                cache[n] = resample_weights(n, b.num, b.seed + draw_index, self.device)
+            return cache[n]
+
+        reps = {}
+        for score in self.scores:
+            space = score.feature_space
+            reps.update({space_key(k, space): v for k, v in score.bootstrap(weights).items()})
+        return reps
 
 
 class EvaluationCallback(Periodic):
@@ -409,7 +520,7 @@ class EvaluationCallback(Periodic):
             if trainer.datamodule is None:
                 raise ValueError("the evaluation callback needs the run's GenerativeDataModule: "
                                  "call trainer.fit(model, datamodule=...)")
-            out = self.run_dir / "eval" if self.run_dir is not None else None
+            out = self.run_dir / rundir.EVAL if self.run_dir is not None else None
             self.evaluator = Evaluator(self.settings, trainer.datamodule, self.sampler, out)
         return self.evaluator
 

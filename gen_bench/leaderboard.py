@@ -15,6 +15,13 @@ Only scores measured under the same protocol (``protocol_id`` in ``metrics.json`
 and its weights, sample counts, reference split) are ranked against each other; a sweep mixing
 protocols gets one ranking per protocol. Runs that failed, are still running or have no score are
 listed under the table, never dropped.
+
+Where the runs have bootstrap intervals (``eval.bootstrap.num > 0``), each row shows the interval of
+its ranking score, the mean over seeds of each run's bounds (the interval of one run's score: the
+mean over seeds is tighter), and rows whose intervals overlap are tied: ``tied_with`` lists their
+ranks and the rank shows ``=`` (``2=``). ``--agreement`` adds the rank agreement (Kendall tau) of
+the model order by the ranking score with the order by the same score in the other feature spaces
+(``fid@random``) and at the other sample counts of FID_inf's fit.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from gen_bench.rundir import (
     X_AXES,
     RunRecord,
     collect_runs,
+    eval_results,
+    finite,
     latest_sweep,
     score_names,
     under,
@@ -120,6 +129,8 @@ class Leaderboard:
         protocols: protocol_id -> the evaluation settings it stands for (from ``metrics.json``).
         source: Where the runs came from.
         then_by: The score that breaks ties of ``metric`` (in its own default direction), if any.
+        agreement: Rank agreement with other feature spaces and sample counts (:func:`rank_agreement`;
+            ``None``: not computed).
     """
 
     metric: str
@@ -130,17 +141,25 @@ class Leaderboard:
     protocols: dict[str, dict[str, Any]]
     source: str = ""
     then_by: str | None = None
+    agreement: list[dict[str, Any]] | None = None
+
+    @property
+    def has_intervals(self) -> bool:
+        return any(r.get(f"{self.metric}_ci_low") is not None for r in self.rows)
 
     # --- exports -------------------------------------------------------------------------------------
     def flat_columns(self) -> list[str]:
         """Column names of the CSV / wandb Table."""
         scores = [f"{c}_{s}" for c in [self.metric, *self.columns] for s in ("mean", "std")]
         return ["rank", "model", "data", "stabilizers", "variant", "seeds", "failed", *scores,
-                f"{self.metric}_eval_std", "steps", "samples_seen", "eval", "protocol_id"]
+                f"{self.metric}_eval_std", f"{self.metric}_ci_low", f"{self.metric}_ci_high", "tied_with",
+                "steps", "samples_seen", "eval", "protocol_id"]
 
     def records(self) -> list[list[Any]]:
+        """One list per row in :meth:`flat_columns` order (``tied_with`` as ``"1;3"``)."""
         cols = self.flat_columns()
-        return [[row.get(c) for c in cols] for row in self.rows]
+        return [[";".join(map(str, v)) if isinstance(v := row.get(c), list) else v for c in cols]
+                for row in self.rows]
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -153,22 +172,27 @@ class Leaderboard:
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "metric": self.metric, "direction": self.direction,
                            "then_by": self.then_by, "columns": self.columns, "rows": self.rows,
-                           "unranked": self.unranked, "protocols": self.protocols},
-                          indent=2, default=str) + "\n"
+                           "unranked": self.unranked, "protocols": self.protocols,
+                           "agreement": self.agreement}, indent=2, default=str) + "\n"
 
     def _display(self) -> tuple[list[str], list[list[str]]]:
         show_variant = any(r["variant"] for r in self.rows)
         show_protocol = len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1
+        ci = self.has_intervals
         header = ["#", "model", "data", "stabilizers", *(["variant"] if show_variant else []), "seeds",
                   f"{self.metric} ({'lower' if self.direction == 'min' else 'higher'} is better)",
+                  *(["95% CI", "tied with"] if ci else []),
                   *self.columns, "steps", "samples", *(["protocol"] if show_protocol else [])]
         body = []
         for r in self.rows:
-            rank = str(r["rank"]) if r["rank"] is not None else "-"
+            rank = str(r["rank"]) + ("=" if r.get("tied_with") else "") if r["rank"] is not None else "-"
+            lo, hi = r.get(f"{self.metric}_ci_low"), r.get(f"{self.metric}_ci_high")
+            interval = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "-"
             cells = [rank, r["model"], r["data"], r["stabilizers"],
                      *([r["variant"] or "-"] if show_variant else []),
                      f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else ""),
                      _pm(r[f"{self.metric}_mean"], r[f"{self.metric}_std"]),
+                     *([interval, ",".join(map(str, r.get("tied_with") or [])) or "-"] if ci else []),
                      *[_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in self.columns],
                      _fmt(r["steps"]), _compact(r["samples_seen"]),
                      *([f"{r['eval']}:{(r['protocol_id'] or '-')[:8]}"] if show_protocol else [])]
@@ -180,6 +204,11 @@ class Leaderboard:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         out = "\n".join(lines) + "\n"
+        if self.has_intervals:
+            out += (f"\n{self.metric}: 95% bootstrap interval, mean over seeds of each run's bounds; `=`: "
+                    "tied (intervals overlap) with the ranks in `tied with`.\n")
+        if self.agreement is not None:
+            out += "\n" + self.agreement_text() + "\n"
         if self.unranked:
             out += f"\nNot ranked ({len(self.unranked)}):\n\n" + "\n".join(
                 f"- `{u['run']}` ({u['model']}, {u['data']}, seed {u['seed']}): **{u['status']}** "
@@ -195,11 +224,29 @@ class Leaderboard:
         if len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1:
             out.append("(several evaluation protocols: ranks are within each protocol only)")
         out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in body)]
+        if self.has_intervals:
+            out.append(f"95% CI: bootstrap interval of {self.metric}, mean over seeds of each run's bounds; "
+                       "'=': tied with the ranks in 'tied with' (intervals overlap)")
+        if self.agreement is not None:
+            out += ["", self.agreement_text()]
         if self.unranked:
             out.append(f"\nnot ranked ({len(self.unranked)}):")
             out += [f"  {u['status']:<11} {u['model']} {u['data']} seed={u['seed']} step {u['steps']}: "
                     f"{u['reason']}\n              {u['run']}" for u in self.unranked]
         return "\n".join(out) + "\n"
+
+    def agreement_text(self) -> str:
+        """The rank agreement as lines of text (see :func:`rank_agreement`)."""
+        if not self.agreement:
+            return (f"rank agreement (Kendall tau): no other feature space or sample count of {self.metric} "
+                    "with 2 or more ranked models (eval.extractors, eval.fid_inf)")
+        out = [f"rank agreement (Kendall tau-b, scipy) of the model order by {self.metric} with:"]
+        for a in self.agreement:
+            p = f", p={a['p_value']:.2g}" if a["p_value"] is not None else ""
+            tau = f"{a['tau']:+.3f}" if a["tau"] is not None else "undefined (ties)"
+            out.append(f"  {a['data']} [{(a['protocol_id'] or '-')[:8]}] {a['other']:<22} tau={tau} "
+                       f"({a['models']} models{p})")
+        return "\n".join(out)
 
     def format(self, fmt: str) -> str:
         """``table`` (terminal), ``csv``, ``markdown`` or ``json``."""
@@ -312,6 +359,12 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
                      if (s := ((r.summary.get("eval") or {}).get("scores", {}).get(metric) or {}).get("std"))
                      is not None]
         row[f"{metric}_eval_std"] = statistics.fmean(eval_stds) if eval_stds else None
+        intervals = [r.interval(metric) for r in scored]
+        if intervals and all(iv is not None for iv in intervals):  # the mean of the seeds' bounds
+            row[f"{metric}_ci_low"] = statistics.fmean(iv[0] for iv in intervals)
+            row[f"{metric}_ci_high"] = statistics.fmean(iv[1] for iv in intervals)
+        else:
+            row[f"{metric}_ci_low"] = row[f"{metric}_ci_high"] = None
         row["steps"] = _mean_std([s for r in scored if (s := r.summary.get("steps")) is not None])[0]
         if row["steps"] is not None and float(row["steps"]).is_integer():
             row["steps"] = int(row["steps"])
@@ -337,9 +390,75 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
                                                         r["stabilizers"], r["variant"]))
         for i, r in enumerate(block, 1):
             r["rank"] = i
+        for r in block:  # tied: the intervals overlap
+            lo, hi = r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]
+            r["tied_with"] = [o["rank"] for o in block if o is not r and lo is not None
+                              and o[f"{metric}_ci_low"] is not None
+                              and o[f"{metric}_ci_low"] <= hi and lo <= o[f"{metric}_ci_high"]]
         ordered += block
+    for r in rows:
+        r.setdefault("tied_with", [])
     ordered += [r for r in rows if r not in rankable]
     return Leaderboard(metric, direction, list(columns), ordered, unranked, protocols, source, then_by)
+
+
+# --- rank agreement ------------------------------------------------------------------------------------
+def rank_agreement(board: Leaderboard, runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Kendall tau (``scipy.stats.kendalltau``, tau-b) between the model order of each ranking block
+    (data + protocol) and the order by the same score measured otherwise, where the runs have both:
+
+    * in another feature space: ``fid`` against ``fid@random`` (``eval.extractors``), or the main
+      space for ``--metric fid@random``;
+    * at another sample count: the FID of FID_inf's subsets (``eval.fid_inf``) at each count below
+      the full one, and FID_inf itself.
+
+    Each group's value is its mean over seeds. Returns one dict per comparison:
+    ``{"data", "protocol_id", "other", "models", "tau", "p_value"}`` (tau ``None`` when undefined).
+    """
+    from scipy.stats import kendalltau
+
+    by_dir = {str(r.run_dir): r for r in runs}
+    base, _, space = board.metric.partition("@")
+    suffix = f"@{space}" if space else ""
+    keys = {k for r in runs for k in ((r.summary.get("eval") or {}).get("scores") or {})}
+    others = sorted(k for k in keys if k.partition("@")[0] == base and k != board.metric)
+
+    def mean(row: dict[str, Any], value) -> float | None:
+        vals = [v for d in row["run_dirs"] if (v := value(by_dir[d])) is not None]
+        return statistics.fmean(vals) if len(vals) == len(row["run_dirs"]) and vals else None
+
+    def count_value(j: int, count: int):
+        def value(run: RunRecord) -> float | None:
+            fit = run.fit(f"fid_inf{suffix}")
+            ok = fit.get("counts") and j < len(fit["counts"]) and fit["counts"][j] == count
+            return finite(fit["fid"][j]) if ok else None
+        return value
+
+    blocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in board.rows:
+        if row["rank"] is not None:
+            blocks.setdefault((row["data"], row["protocol_id"]), []).append(row)
+    out = []
+    for (data, pid), rows in sorted(blocks.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        main = [row[f"{board.metric}_mean"] for row in rows]
+        alternatives = [(k, lambda run, k=k: run.score(k)[0]) for k in others]
+        counts = [tuple(c) for row in rows for d in row["run_dirs"]
+                  if base == "fid" and (c := by_dir[d].fit(f"fid_inf{suffix}").get("counts"))]
+        if counts and len(set(counts)) == 1:  # every run subsampled the same counts
+            full = (board.protocols.get(pid) or {}).get("num_generated")
+            alternatives += [(f"{board.metric} at N={c}", count_value(j, c))
+                             for j, c in enumerate(counts[0]) if c != full]
+            alternatives.append((f"fid_inf{suffix}", lambda run: run.score(f"fid_inf{suffix}")[0]))
+        for label, value in alternatives:
+            pairs = [(m, v) for m, row in zip(main, rows, strict=True) if (v := mean(row, value)) is not None]
+            if len(pairs) < 2:
+                continue
+            res = kendalltau([m for m, _ in pairs], [v for _, v in pairs])
+            tau = None if math.isnan(res.statistic) else float(res.statistic)
+            p = None if math.isnan(res.pvalue) else float(res.pvalue)
+            out.append({"data": data, "protocol_id": pid, "other": label, "models": len(pairs), "tau": tau,
+                        "p_value": p})
+    return out
 
 
 # --- plot ---------------------------------------------------------------------------------------------
@@ -408,6 +527,144 @@ def plot_metric_over_steps(runs: Sequence[RunRecord], metric: str = "fid", path:
     return fig
 
 
+# --- compute ----------------------------------------------------------------------------------------------
+def curves(runs: Sequence[RunRecord], metric: str, x: str = "train_flops") -> dict[tuple, list[tuple]]:
+    """Per group, the (x, mean, std, seeds) points of ``metric`` over the evaluation history.
+
+    Points of different seeds are matched by evaluation index (the k-th evaluation of every seed sits
+    at the same fraction of the budget) and placed at the mean of their x positions.
+    """
+    metric = metric.removeprefix("val/")
+    variants = _variant_labels(runs)
+    by_group: dict[tuple, list[list[tuple[float, float]]]] = {}
+    for i, run in enumerate(runs):
+        hist = run.history(metric, x)
+        if run.status == "completed" and hist:
+            by_group.setdefault(group_key(run, variants[i]), []).append(hist)
+    out = {}
+    for key, hists in by_group.items():
+        points = []
+        for k in range(min(len(h) for h in hists)):
+            xs, vs = [h[k][0] for h in hists], [h[k][1] for h in hists]
+            mean, std = _mean_std(vs)
+            points.append((statistics.fmean(xs), mean, std, len(vs)))
+        out[key] = points
+    return out
+
+
+def pareto_table(runs: Sequence[RunRecord], metric: str = "fid", x: str = "train_flops",
+                 direction: str | None = None, tolerance: float = 0.15) -> list[dict[str, Any]]:
+    """The best group at each budget: evaluation points of all groups whose x positions agree within
+    ``tolerance`` (relative) form one budget level; per level the best mean, the runner-up and whether
+    the two are within one standard deviation over seeds of each other (``tied``).
+
+    Returns:
+        One dict per level, smallest budget first: ``x``, ``best``, ``best_mean``, ``best_std``,
+        ``runner_up``, ``runner_up_mean``, ``runner_up_std``, ``ratio`` (runner-up / best), ``tied``.
+    """
+    metric = metric.removeprefix("val/")
+    sign = 1.0 if (direction or default_direction(metric)) == "min" else -1.0
+    points = [(pos, key, mean, std) for key, pts in curves(runs, metric, x).items()
+              for pos, mean, std, _ in pts if mean is not None]
+    levels: list[list[tuple]] = []
+    for p in sorted(points):
+        if levels and p[0] <= levels[-1][0][0] * (1 + tolerance):
+            levels[-1].append(p)
+        else:
+            levels.append([p])
+    rows = []
+    for level in levels:
+        ranked = sorted(level, key=lambda p: sign * p[2])
+        best, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+        label = lambda key: key[0] + (f" [{key[2]}]" if key[2] != "none" else "") + (  # noqa: E731
+            f" {key[3]}" if key[3] else "")
+        row = {"x": statistics.fmean(p[0] for p in level), "groups": len(level), "best": label(best[1]),
+               "best_mean": best[2], "best_std": best[3], "runner_up": None, "runner_up_mean": None,
+               "runner_up_std": None, "ratio": None, "tied": None}
+        if second is not None:
+            spread = max(best[3] or 0.0, second[3] or 0.0)
+            row.update(runner_up=label(second[1]), runner_up_mean=second[2], runner_up_std=second[3],
+                       ratio=second[2] / best[2] if best[2] else None,
+                       tied=abs(second[2] - best[2]) <= spread)
+        rows.append(row)
+    return rows
+
+
+def pareto_markdown(rows: Sequence[Mapping[str, Any]], metric: str, x: str) -> str:
+    """:func:`pareto_table` as a Markdown table."""
+    lines = [f"| {_X_LABELS[x]} | best | {metric} | runner-up | {metric} | runner-up / best | within 1 std |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['x']:.3g} | {r['best']} | {_pm(r['best_mean'], r['best_std'])} | "
+                     f"{r['runner_up'] or '-'} | {_pm(r['runner_up_mean'], r['runner_up_std'])} | "
+                     f"{_fmt(r['ratio'])} | {'-' if r['tied'] is None else ('yes' if r['tied'] else 'no')} |")
+    return "\n".join(lines) + "\n"
+
+
+def sampling_points(runs: Sequence[RunRecord], metric: str = "fid") -> dict[tuple[str, str], list[tuple]]:
+    """(sampling FLOPs per sample, score) of every evaluation of a final checkpoint: the training-time
+    one and each ``gen-bench eval`` of the run (``RUN/eval/*/metrics.json``, other samplers), keyed
+    by (model, sampler label)."""
+    metric = metric.removeprefix("val/")
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for run in runs:
+        if run.status != "completed":
+            continue
+        sections = [run.summary.get("eval") or {}]
+        sections += [summary.get("eval") or {} for summary in eval_results(run.run_dir)]
+        for ev in sections:
+            draw, score = ev.get("draw") or {}, ((ev.get("scores") or {}).get(metric) or {}).get("value")
+            cost = draw.get("sampling_flops_per_sample")
+            if score is not None and cost:
+                key = (run.model, draw.get("sampler") or "one pass")
+                out.setdefault(key, []).append((float(cost), score))
+    return out
+
+
+def plot_quality_vs_sampling_cost(runs: Sequence[RunRecord], metric: str = "fid",
+                                  path: str | Path | None = None, title: str = ""):
+    """``metric`` (mean ± std over seeds) against sampling FLOPs per sample, one point per model and
+    sampler setting (log x). Returns the figure (saved if ``path``)."""
+    from matplotlib.figure import Figure
+
+    metric = metric.removeprefix("val/")
+    fig = Figure(figsize=(6.5, 4.5), dpi=100)
+    ax = fig.subplots()
+    for (model, sampler), pts in sorted(sampling_points(runs, metric).items()):
+        mean, std = _mean_std([v for _, v in pts])
+        cost = statistics.fmean(c for c, _ in pts)
+        ax.errorbar([cost], [mean], yerr=[std or 0.0], fmt="o", capsize=3,
+                    label=f"{model} ({sampler}, n={len(pts)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling FLOPs per sample")
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.set_title(title or f"{metric} against sampling cost", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def samples_seen_note(runs: Sequence[RunRecord]) -> str | None:
+    """A warning line when the completed runs of one dataset drew different numbers of real samples
+    (the leaderboard then compares unequal data budgets), else ``None``."""
+    by_data: dict[str, set[int]] = {}
+    for r in runs:
+        seen = (r.summary.get("compute") or {}).get("images_seen") or r.samples_seen
+        if r.status == "completed" and seen is not None:
+            by_data.setdefault(r.data, set()).add(int(seen))
+    uneven = {d: sorted(v) for d, v in by_data.items() if len(v) > 1}
+    if not uneven:
+        return None
+    return "note: runs saw different numbers of real samples (" + "; ".join(
+        f"{d}: {_compact(v[0])} to {_compact(v[-1])}" for d, v in uneven.items()) + \
+        "): compare at equal budgets with budget.images or budget.train_flops"
+
+
 # --- wandb ------------------------------------------------------------------------------------------------
 def _wandb_settings(runs: Sequence[RunRecord]) -> tuple[str, bool]:
     """(project, offline) of the sweep's wandb loggers (``gen-bench``, offline when unknown)."""
@@ -419,7 +676,8 @@ def _wandb_settings(runs: Sequence[RunRecord]) -> tuple[str, bool]:
 
 
 def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRecord] = (),
-                 plot: str | Path | None = None, project: str | None = None, mode: str | None = None,
+                 plot: str | Path | Sequence[str | Path] | None = None, project: str | None = None,
+                 mode: str | None = None,
                  entity: str | None = None) -> str:
     """Log the leaderboard as a wandb Table (and the unranked runs, and the plot) in a run of its own,
     in the sweep's project and group (the sweep folder's name), under ``SWEEP_DIR/wandb``.
@@ -428,7 +686,7 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
         board: The leaderboard.
         sweep_dir: The sweep folder (the group and where an offline run is written).
         runs: The sweep's runs (the project and the offline setting of their loggers).
-        plot: A PNG to log with it.
+        plot: PNGs to log with it, each under its file name (``fid_over_steps``...).
         project: wandb project (default: the runs' ``logger.wandb.project``).
         mode: ``offline`` or ``online`` (default: offline unless the runs logged online).
         entity: wandb entity (team or user) for online runs.
@@ -455,8 +713,9 @@ def log_to_wandb(board: Leaderboard, sweep_dir: str | Path, runs: Sequence[RunRe
             cols = ["run", "model", "data", "seed", "status", "steps", "reason"]
             payload["unranked_runs"] = wandb.Table(
                 columns=cols, data=[[str(u[c]) for c in cols] for u in board.unranked])
-        if plot is not None and Path(plot).is_file():
-            payload[f"{board.metric}_over_steps"] = wandb.Image(str(plot))
+        for p in ([plot] if isinstance(plot, (str, Path)) else list(plot or [])):
+            if Path(p).is_file():  # fid_over_steps, fid_over_train_flops, fid_vs_sampling_flops...
+                payload[Path(p).stem] = wandb.Image(str(p))
         run.log(payload)
         best = next((r for r in board.rows if r["rank"] == 1), None)
         if best is not None:
@@ -535,6 +794,10 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     parser.add_argument("--x", default="step", choices=list(X_AXES),
                         help="the plot's x axis: training steps, training FLOPs, real images seen, wall "
                              "time (the compute ledger of each run), or real samples seen")
+    parser.add_argument("--agreement", action="store_true",
+                        help="add the rank agreement (Kendall tau) of the model order by the metric with the "
+                             "order in the other feature spaces (eval.extractors) and at the other sample "
+                             "counts of FID_inf (eval.fid_inf)")
     parser.add_argument("--wandb", action="store_true", help="also log the table as a wandb Table")
     parser.add_argument("--wandb-project", help="wandb project (default: the runs' logger.wandb.project)")
     parser.add_argument("--wandb-entity", help="wandb entity for online logging")
@@ -564,20 +827,35 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     except ValueError as e:
         print(f"gen-bench leaderboard: {e}", file=sys.stderr)
         return 2
+    if args.agreement:
+        board.agreement = rank_agreement(board, runs)
     text = board.format(args.format)
     if args.output:
         Path(args.output).write_text(text)
         print(f"[gen-bench] leaderboard ({args.format}) -> {args.output}")
     else:
         sys.stdout.write(text)
-    plot = None
+    note = samples_seen_note(runs)
+    if note and args.format in ("table", "markdown"):
+        print(note, file=sys.stderr)
+    if args.x in ("train_flops", "images", "wall_s") and args.format in ("table", "markdown"):
+        rows = pareto_table(runs, board.metric, args.x, board.direction)
+        if rows:
+            print(f"\nbest model at each budget ({_X_LABELS[args.x]}):\n"
+                  + pareto_markdown(rows, board.metric, args.x), file=sys.stderr)
+    plots: list[Path] = []
     if not args.no_plot:
         suffix = "steps" if args.x == "step" else args.x
         plot = Path(args.plot) if args.plot else sweep_dir / f"{board.metric}_over_{suffix}.png"
         plot_metric_over_steps(runs, board.metric, plot, x=args.x, title=f"{board.metric}: {sweep_dir.name}")
-        print(f"[gen-bench] plot -> {plot}", file=sys.stderr)
+        plots.append(plot)
+        if sampling_points(runs, board.metric):
+            cost_plot = plot.with_name(f"{board.metric}_vs_sampling_flops.png")
+            plot_quality_vs_sampling_cost(runs, board.metric, cost_plot)
+            plots.append(cost_plot)
+        print(f"[gen-bench] plots -> {', '.join(str(p) for p in plots)}", file=sys.stderr)
     if args.wandb:
-        where = log_to_wandb(board, sweep_dir, runs, plot, args.wandb_project, args.wandb_mode,
+        where = log_to_wandb(board, sweep_dir, runs, plots, args.wandb_project, args.wandb_mode,
                              args.wandb_entity)
         print(f"[gen-bench] wandb leaderboard table -> {where}", file=sys.stderr)
     return 0

@@ -21,7 +21,16 @@ from typing import Any
 
 from gen_bench import rundir
 from gen_bench.io import atomic_write_bytes
-from gen_bench.leaderboard import _variant_labels, build_leaderboard, group_key, plot_metric_over_steps
+from gen_bench.leaderboard import (
+    _variant_labels,
+    build_leaderboard,
+    group_key,
+    pareto_markdown,
+    pareto_table,
+    plot_metric_over_steps,
+    plot_quality_vs_sampling_cost,
+    sampling_points,
+)
 from gen_bench.rundir import RunRecord, collect_runs, latest_sweep
 
 _STYLE = """
@@ -70,6 +79,15 @@ def _table(board) -> str:
                       for h, c in zip(header, cells, strict=True))
         rows.append(f'<tr class="row" data-model="{html.escape(r["model"])}">{tds}</tr>')
     return f'<table class="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _markdown_table_html(text: str) -> str:
+    """A Markdown pipe table (as :func:`~gen_bench.leaderboard.pareto_markdown` writes) as HTML."""
+    lines = [ln for ln in text.strip().splitlines() if ln.startswith("|") and not ln.startswith("|---")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return f'<table class="pareto"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _first_file(run: RunRecord, names: Sequence[str]) -> Path | None:
@@ -147,6 +165,16 @@ def build_report(sweep_dir: str | Path, metric: str = "fid", out: str | Path | N
             except ValueError:
                 continue
             plots.append(_figure(path, f"{board.metric} (mean ± std over seeds) against {x}"))
+        if sampling_points(runs, board.metric):
+            path = Path(tmp) / "sampling.png"
+            plot_quality_vs_sampling_cost(runs, board.metric, path)
+            plots.append(_figure(path, f"{board.metric} against sampling FLOPs per sample (one point per "
+                                       "model and sampler)"))
+    pareto = ""
+    for x in ("train_flops",):
+        rows = pareto_table(runs, board.metric, x, board.direction)
+        if rows and any(r["runner_up"] for r in rows):
+            pareto += _markdown_table_html(pareto_markdown(rows, board.metric, x))
     grids, memo = _sample_section(runs)
     command = sweep_command(sweep_dir)
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -158,6 +186,7 @@ over seeds; ranks hold within one dataset and evaluation protocol only.</p>
 <h2>Command</h2><pre>{html.escape(command or "(not a Hydra multirun folder: no multirun.yaml)")}</pre>
 <h2>Leaderboard</h2>{''.join(tables) or '<p>No run has a score.</p>'}
 <h2>Scores during training</h2>{''.join(plots) or '<p>No evaluation history.</p>'}
+<h2>Best model at each training budget</h2>{pareto or '<p>No compute ledger or a single model.</p>'}
 <h2>Final samples</h2><div class="grid">{grids or '<p>No sample grids.</p>'}</div>
 <h2>Memorization</h2><div class="grid">{memo or '<p>No memorization grids.</p>'}</div>
 <h2>Runs that did not complete</h2>{_failed_section(runs)}

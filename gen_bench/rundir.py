@@ -99,6 +99,11 @@ def write_metrics(folder: str | Path, summary: Mapping[str, Any]) -> Path:
     return path
 
 
+def eval_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``metrics.json`` of every ``gen-bench eval`` of a run (``RUN/eval/*/``), by folder name."""
+    return [read_json(p) for p in sorted((Path(run_dir) / EVAL).glob(f"*/{METRICS}"))]
+
+
 def failure_fields(error: BaseException) -> dict[str, str]:
     """``error`` (its one-line form) and ``traceback`` (the last 4000 characters) of a failed run."""
     return {"error": "".join(traceback.format_exception_only(type(error), error)).strip(),
@@ -113,7 +118,8 @@ def record_failure(run_dir: str | Path, info: Mapping[str, Any], error: BaseExce
                             **failure_fields(error)})
 
 
-def _finite(v: Any) -> float | None:
+def finite(v: Any) -> float | None:
+    """``v`` as a float when it is a finite number, else ``None``."""
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
@@ -129,11 +135,11 @@ def score(summary: Mapping[str, Any], metric: str) -> tuple[float | None, str | 
     name = metric.removeprefix("val/")
     scores = (summary.get("eval") or {}).get("scores") or {}
     if name in scores:
-        return _finite(scores[name].get("value")), scores[name].get("protocol_id")
+        return finite(scores[name].get("value")), scores[name].get("protocol_id")
     final = summary.get("final") or {}
     for key in (f"val/{name}", metric):
         if key in final:
-            return _finite(final[key]), None
+            return finite(final[key]), None
     return None, None
 
 
@@ -280,6 +286,19 @@ class RunRecord:
         """(value, protocol_id) of a final score, see :func:`score`."""
         return score(self.summary, metric)
 
+    def _entry(self, metric: str) -> dict[str, Any]:
+        return ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The bootstrap interval ``(ci_low, ci_high)`` of a final score (``None`` without one)."""
+        entry = self._entry(metric)
+        lo, hi = finite(entry.get("ci_low")), finite(entry.get("ci_high"))
+        return (lo, hi) if lo is not None and hi is not None else None
+
+    def fit(self, metric: str) -> dict[str, Any]:
+        """Further fields of a score (FID_inf's ``fit``: counts and the FID at each), ``{}`` if none."""
+        return self._entry(metric).get("fit") or {}
+
     def history(self, metric: str, x: str = "step") -> list[tuple[float, float]]:
         """(x, value) of every evaluation during training (``eval.history``), finite values only.
 
@@ -300,7 +319,7 @@ class RunRecord:
             per_step["samples"] = self.samples_seen / self.summary["steps"]
         out = []
         for r in rows:
-            value = _finite(r.get(name))
+            value = finite(r.get(name))
             pos = r.get("wall_s") if x == "wall_s" else (
                 r["step"] * per_step[x] if per_step.get(x) is not None else None)
             if value is not None and pos is not None:

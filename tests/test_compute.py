@@ -109,6 +109,12 @@ def test_a_budgeted_run_stops_at_the_budget_and_evaluates_at_its_fractions(tmp_p
     assert summary["steps"] == 8 and summary["compute"]["budget"]["max_steps"] == 8
     assert summary["compute"]["train_flops"] == 8 * per_step
     assert [h["step"] for h in summary["eval"]["history"]] == [2, 4, 6, 8]
+    # the sampling cost of a one-pass generator: one MLP forward per sample, beside the scores
+    cost = summary["eval"]["draw"]["sampling_flops_per_sample"]
+    assert cost == summary["final"]["compute/sampling_flops_per_sample"] > 0
+    gen = compose_train(over, tmp_path / "budget").model.nets.toy2d.generator
+    z, h = gen.get("latent_dim", 8), gen.hidden  # MLPGenerator: z -> h -> h -> h -> 2, linear layers
+    assert cost == 2 * (z * h + 2 * h * h + h * 2)
     thirds = run_training(compose_train([*over, "budget.fractions=[0.111,0.333,1]"], tmp_path / "thirds"))
     assert [h["step"] for h in thirds["eval"]["history"]] == [1, 3, 8]
     with pytest.raises(ValueError, match="smaller than one training step"):
@@ -129,3 +135,45 @@ def test_a_sweep_under_one_budget_spends_it_within_one_step_per_model(tmp_path):
         c = s["compute"]
         assert budget - c["flops_per_step"] < c["train_flops"] <= budget, s["model"]
         assert s["steps"] == c["budget"]["max_steps"] > 1
+
+
+def _record(tmp_path, model: str, seed: int, fids: list[float], flops_per_step: float, cost: float,
+            images: int = 1000):
+    from gen_bench.rundir import RunRecord
+
+    history = [{"step": 10 * (k + 1), "fid": f} for k, f in enumerate(fids)]
+    summary = {"status": "completed", "model": model, "data": "digits", "seed": seed, "steps": 10 * len(fids),
+               "compute": {"flops_per_step": flops_per_step, "images_per_step": 64, "images_seen": images},
+               "eval": {"history": history, "scores": {"fid": {"value": fids[-1], "protocol_id": "p"}},
+                        "draw": {"sampler": None if model == "gan" else "ddim25",
+                                 "sampling_flops_per_sample": cost}}}
+    return RunRecord(tmp_path / f"{model}{seed}", summary, {"model": {"name": model}, "seed": seed})
+
+
+def test_pareto_table_names_the_best_model_at_each_budget(tmp_path):
+    """Two models at the same FLOPs per evaluation: the GAN leads early, diffusion late; a gap
+    within a standard deviation over seeds is a tie."""
+    from gen_bench.leaderboard import pareto_table
+
+    runs = [_record(tmp_path, "gan", s, [10 + s, 8 + s, 7 + s], 1e9, 1e6) for s in (0, 1)]
+    runs += [_record(tmp_path, "diffusion", s, [30 + s, 8.2 + s, 4 + s], 1e9, 5e7) for s in (0, 1)]
+    rows = pareto_table(runs, "fid", "train_flops")
+    assert [r["x"] for r in rows] == [1e10, 2e10, 3e10]
+    assert [r["best"] for r in rows] == ["gan", "gan", "diffusion"]
+    assert rows[0]["best_mean"] == 10.5 and rows[0]["runner_up_mean"] == 30.5
+    assert rows[0]["ratio"] == pytest.approx(30.5 / 10.5) and rows[0]["tied"] is False
+    assert rows[1]["tied"] is True  # 8.5 vs 8.7, seeds spread 0.71
+    assert rows[2]["best_mean"] == 4.5 and rows[2]["tied"] is False
+
+
+def test_quality_against_sampling_cost_and_the_uneven_samples_note(tmp_path):
+    from gen_bench.leaderboard import plot_quality_vs_sampling_cost, samples_seen_note, sampling_points
+
+    runs = [_record(tmp_path, "gan", 0, [9.0], 1e9, 1e6), _record(tmp_path, "diffusion", 0, [5.0], 1e9, 5e7)]
+    points = sampling_points(runs, "fid")
+    assert points == {("gan", "one pass"): [(1e6, 9.0)], ("diffusion", "ddim25"): [(5e7, 5.0)]}
+    fig = plot_quality_vs_sampling_cost(runs, "fid", tmp_path / "cost.png")
+    assert (tmp_path / "cost.png").is_file() and fig.axes[0].get_xscale() == "log"
+    assert samples_seen_note(runs) is None
+    runs.append(_record(tmp_path, "gan", 1, [9.0], 1e9, 1e6, images=4000))
+    assert "different numbers of real samples (digits: 1k to 4k)" in samples_seen_note(runs)

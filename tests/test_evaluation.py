@@ -86,7 +86,9 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
     result = evaluator.evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
     assert {"fid", "kid", "is", "mifid", "precision", "recall", "density", "coverage", "copy_rate", "ct",
-            "nn_distance_mean", "modes", "mode_kl"} <= set(result.scores)
+            "nn_distance_mean", "modes", "mode_kl", "fwd"} <= set(result.scores)
+    fwd = result.protocols[result.scores["fwd"]["protocol_id"]]
+    assert (fwd["level"], fwd["packets"], fwd["packet_dim"]) == (1, 4, 64)  # 16 px: level 1, 1 x 8 x 8
     for name, score in result.scores.items():
         proto = result.protocols[score["protocol_id"]]
         assert proto["extractor"]["weights_sha256"] == evaluator.main.weights_sha256(), name
@@ -116,12 +118,57 @@ def test_protocol_ids_change_with_the_measurement_not_with_the_draw(fast, digits
 
 def test_several_draws_give_mean_and_std(fast, digits):
     settings = EvalSettings(**{**fast.__dict__, "seeds": 3, "metrics": ["fid", "prdc"]})
-    result = Evaluator(settings, digits).evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
+    model = BankModel(digits.spec, digits.tensors("heldout")[0])
+    result = Evaluator(settings, digits).evaluate(model)
     fid = result.scores["fid"]
     assert len(fid["values"]) == 3 and len(set(fid["values"])) == 3
     assert fid["value"] == pytest.approx(statistics.fmean(fid["values"]))
     assert fid["std"] == pytest.approx(statistics.stdev(fid["values"]))
     assert result.log_dict()["val/fid_std"] == fid["std"]
+    # the interval of the mean of 3 draws is narrower than that of one draw
+    one = Evaluator(EvalSettings(**{**settings.__dict__, "seeds": 1}), digits).evaluate(model).scores
+    for k in ("fid", "precision", "recall", "density", "coverage"):
+        s = result.scores[k]
+        assert s["ci_low"] <= s["value"] <= s["ci_high"], k
+        assert s["ci_high"] - s["ci_low"] < one[k]["ci_high"] - one[k]["ci_low"], k
+
+
+def test_feature_spaces_intervals_and_fid_inf_in_one_evaluation(fast, digits):
+    """eval.extractors=[random] scores fid, kid, prdc in the random net's features too, each under
+    the protocol id (and with the values) of an evaluation whose main extractor is random; every
+    score has its bootstrap interval; FID_inf has a protocol of its own and leaves fid's alone."""
+    settings = EvalSettings(**{**fast.__dict__, "metrics": ["fid", "kid", "is", "prdc"],
+                               "extractors": ["classifier", "random"], "fid_inf": {"points": 4}})
+    model = BankModel(digits.spec, digits.tensors("heldout")[0], noise=0.02)
+    result = Evaluator(settings, digits).evaluate(model)
+    r, protocols = result.scores, result.protocols
+    assert protocols[r["fid"]["protocol_id"]]["extractor"]["name"] == "classifier"  # listed main: once
+    assert protocols[r["fid@random"]["protocol_id"]]["extractor"]["name"] == "random"
+    assert "is" in r and "is@random" in result.skipped and not any("@classifier" in k for k in r)
+    alone = Evaluator(EvalSettings(**{**settings.__dict__, "extractor": "random", "extractors": []}),
+                      digits).evaluate(model).scores
+    names = ("fid", "fid_inf", "fid_real_baseline", "kid", "precision", "recall", "density", "coverage")
+    for k in names:
+        assert r[f"{k}@random"]["protocol_id"] == alone[k]["protocol_id"], k
+        assert r[f"{k}@random"]["value"] == pytest.approx(alone[k]["value"], rel=1e-6), k
+    logged = result.log_dict()
+    for k in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        for key in (k, f"{k}@random"):
+            s = r[key]
+            assert s["ci_low"] <= s["value"] <= s["ci_high"], key
+            assert logged[f"val/{key}_ci_low"] == s["ci_low"] and logged[f"val/{key}_ci_high"] == s["ci_high"]
+        assert r[f"{k}@random"]["ci_low"] == pytest.approx(alone[k]["ci_low"], rel=1e-6, abs=1e-12)
+    assert result.draw["bootstrap"]["num"] == fast.bootstrap.num
+    plain = Evaluator(EvalSettings(**{**fast.__dict__, "metrics": ["fid"], "bootstrap": {"num": 0}}),
+                      digits).evaluate(model).scores
+    assert plain["fid"]["protocol_id"] == r["fid"]["protocol_id"] and "ci_low" not in plain["fid"]
+    assert plain["fid"]["value"] == pytest.approx(r["fid"]["value"], rel=1e-9)
+    counts = settings.fid_inf.sizes(settings.num_samples)
+    fit = r["fid_inf"]["fit"]
+    assert fit["counts"] == counts == [51, 119, 188, 256] and len(fit["fid"]) == 4
+    assert fit["fid"][-1] == pytest.approx(r["fid"]["value"], rel=1e-6)  # the largest subset: every row
+    assert protocols[r["fid_inf"]["protocol_id"]]["fid_inf"]["counts"] == counts
+    assert r["fid_inf"]["protocol_id"] != r["fid"]["protocol_id"]
 
 
 def test_evaluation_leaves_every_global_rng_alone(fast, digits):
@@ -151,6 +198,7 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
     assert values["modes"] == 5 and values["hq_fraction"] > 0.95
     assert values["mode_kl"] == pytest.approx(math.log(8 / 5), abs=0.02)
     assert result.extractor["name"] == "identity" and "logits" in result.skipped["is"]
+    assert "between images" in result.skipped["fwd"]
     assert values["precision"] > 0.9 and values["recall"] < 0.8
 
 

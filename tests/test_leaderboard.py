@@ -310,3 +310,77 @@ def test_runs_from_the_wandb_api_make_the_same_leaderboard():
     assert rows == [("ddpm", 1, 1.0), ("dcgan", 2, 4.0)]
     assert [u["status"] for u in board.unranked] == ["failed"]
     assert runs[0].history("fid") == [(5, 6.0), (10, 3.0)]
+
+
+def _add(run: Path, scores: dict[str, dict]) -> None:
+    """Merge score entries (value, ci_low, ci_high, fit...) into a fake run's metrics.json."""
+    path = run / "metrics.json"
+    summary = json.loads(path.read_text())
+    for name, entry in scores.items():
+        old = summary["eval"]["scores"].get(name, {"std": None, "protocol_id": f"p1-{name}"})
+        summary["eval"]["scores"][name] = {**old, **entry}
+    atomic_write_json(path, summary)
+
+
+def test_bootstrap_intervals_mark_ties_and_average_over_seeds(tmp_path):
+    """Rows whose FID intervals overlap are tied; a row's interval is the mean of its seeds' bounds."""
+    root = tmp_path / "sweep"
+    spec = {"a": [(1.0, 0.5, 1.5), (1.2, 0.7, 1.7)], "b": [(1.6, 1.4, 2.6)], "c": [(5.0, 4.0, 6.0)]}
+    for model, seeds in spec.items():
+        for seed, (fid, lo, hi) in enumerate(seeds):
+            run = fake_run(root, f"{model}-{seed}", model={"name": model}, seed=seed, fid=fid)
+            _add(run, {"fid": {"ci_low": lo, "ci_high": hi}})
+    board = build_leaderboard(collect_runs(root), "fid")
+    rows = {r["model"]: r for r in board.rows}
+    assert [rows[m]["rank"] for m in "abc"] == [1, 2, 3]
+    assert (rows["a"]["fid_ci_low"], rows["a"]["fid_ci_high"]) == pytest.approx((0.6, 1.6))
+    assert rows["a"]["tied_with"] == [2] and rows["b"]["tied_with"] == [1] and rows["c"]["tied_with"] == []
+    text = board.to_text()
+    assert "1=" in text and "2=" in text and "[0.6, 1.6]" in text and "95% CI" in text
+    csv_rows = list(csv.DictReader(io.StringIO(board.to_csv())))
+    assert [r["tied_with"] for r in csv_rows] == ["2", "1", ""]
+    plain = build_leaderboard(collect_runs(root), "precision")  # no intervals: no column, no ties
+    assert "95% CI" not in plain.to_text() and all(r["tied_with"] == [] for r in plain.rows)
+
+
+def test_rank_agreement_between_feature_spaces_and_sample_counts_is_scipys_kendall_tau(tmp_path):
+    from scipy.stats import kendalltau
+
+    from gen_bench.leaderboard import rank_agreement
+
+    root = tmp_path / "sweep"
+    fid = [1.0, 2.0, 3.0, 4.0]
+    fid_random = [10.0, 30.0, 20.0, 40.0]  # models 2 and 3 swap places: tau = (5 - 1) / 6
+    fid_small = [4.0, 3.5, 6.0, 5.0]  # at N=51: two swaps
+    for i in range(4):
+        run = fake_run(root, f"m{i}", model={"name": f"m{i}"}, fid=fid[i],
+                       scores={"fid@random": fid_random[i]})
+        _add(run, {"fid_inf": {"value": fid[i] - 0.5, "values": [fid[i] - 0.5],
+                               "fit": {"counts": [51, 256], "fid": [fid_small[i], fid[i]]}}})
+    runs = collect_runs(root)
+    board = build_leaderboard(runs, "fid")
+    board.protocols = {"p1": {"num_generated": 256}}
+    agreement = {a["other"]: a for a in rank_agreement(board, runs)}
+    assert set(agreement) == {"fid@random", "fid at N=51", "fid_inf"}
+    assert agreement["fid@random"]["tau"] == pytest.approx(4 / 6)
+    assert agreement["fid@random"]["tau"] == pytest.approx(kendalltau(fid, fid_random).statistic)
+    assert agreement["fid@random"]["p_value"] == pytest.approx(kendalltau(fid, fid_random).pvalue)
+    assert agreement["fid at N=51"]["tau"] == pytest.approx(kendalltau(fid, fid_small).statistic)
+    assert agreement["fid at N=51"]["tau"] == pytest.approx(2 / 6)
+    assert agreement["fid_inf"]["tau"] == pytest.approx(1.0) and agreement["fid_inf"]["models"] == 4
+    # ranking by the other space, against the main one
+    by_random = build_leaderboard(runs, "fid@random")
+    assert by_random.direction == "min" and [r["model"] for r in by_random.rows] == ["m0", "m2", "m1", "m3"]
+    assert [a["other"] for a in rank_agreement(by_random, runs)] == ["fid"]
+
+
+def test_agreement_on_the_command_line(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    for i, (a, b) in enumerate([(1.0, 2.0), (2.0, 1.0), (3.0, 3.0)]):
+        fake_run(root, f"m{i}", model={"name": f"m{i}"}, fid=a, scores={"fid@random": b})
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", str(root), "--agreement", "--no-plot"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "rank agreement (Kendall tau-b, scipy) of the model order by fid with:" in out
+    assert "fid@random" in out and "tau=+0.333 (3 models" in out

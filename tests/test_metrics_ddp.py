@@ -84,7 +84,10 @@ def toy_evaluation(cache: Path) -> dict[str, float]:
                             kid=KIDSettings(subsets=5, subset_size=100), prdc=PRDCSettings(num_reference=500),
                             memorization=MemorizationSettings(ct_cells=4, ct_min_samples=10))
     model = ToyModel(dm.spec)
-    return {k: v["value"] for k, v in Evaluator(settings, dm).evaluate(model).scores.items()}
+    scores = Evaluator(settings, dm).evaluate(model).scores
+    out = {k: v["value"] for k, v in scores.items()}  # with the bootstrap intervals (synced features)
+    out.update({f"{k}_{c}": v[c] for k, v in scores.items() for c in ("ci_low", "ci_high") if c in v})
+    return out
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -131,5 +134,6 @@ def test_metric_states_sync_to_the_single_process_result(two_process_results):
 def test_evaluator_split_across_processes_matches_one_process(two_process_results):
     single, ranks = two_process_results
     assert single["evaluator"]["modes"] == 5 and single["evaluator"]["hq_fraction"] > 0.99
+    assert {"fid_ci_low", "kid_ci_high", "recall_ci_low", "coverage_ci_high"} <= set(single["evaluator"])
     _assert_same(single["evaluator"], ranks[0]["evaluator"])
     _assert_same(single["evaluator"], ranks[1]["evaluator"])

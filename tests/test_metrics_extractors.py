@@ -57,7 +57,7 @@ def no_inception_weights(tmp_path, monkeypatch):
 
 
 def test_unknown_extractor_lists_the_valid_ones(digits, tmp_path):
-    valid = "valid: classifier, identity, inception, random"
+    valid = "valid: classifier, dinov2, identity, inception, random"
     with pytest.raises(ValueError, match=f"unknown feature extractor 'vgg'; {valid}"):
         build_extractor("vgg", ExtractorRequest(digits.spec, digits, settings(tmp_path)))
     video_valid = "valid: i3d, random3d, trained3d"

@@ -161,3 +161,33 @@ def test_mifid_divides_fid_by_the_memorization_distance_when_it_is_small():
     metric.update(far, real=False)
     fid = float(frechet_distance(*FeatureStats.of(real - 1).mean_cov(), *FeatureStats.of(far).mean_cov()))
     assert float(metric.compute()) == pytest.approx(fid, rel=1e-9)
+
+
+def test_fid_inf_recovers_the_closed_form_distance_better_than_finite_n_fid():
+    """Two Gaussians with a known Frechet distance: FID of N samples is biased upwards by about
+    c / N; FID_inf's intercept at 1/N = 0 removes that bias (Chong and Forsyth 2020)."""
+    from scipy import linalg
+
+    from gen_bench.metrics.fid import fid_infinity
+    from gen_bench.metrics.settings import FIDInfSettings
+
+    d, n = 64, 1000
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    mu_r, cov_r = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+    mu_f = torch.full((d,), 0.1, dtype=torch.float64)
+    cov_f = a @ a.T + 0.5 * torch.eye(d, dtype=torch.float64)
+    s1, s2 = cov_r.numpy(), cov_f.numpy()
+    exact = float(((mu_f - mu_r) ** 2).sum()) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    counts = FIDInfSettings(points=5).sizes(n)
+    assert counts == [200, 400, 600, 800, 1000]
+    errors_n, errors_inf = [], []
+    for seed in range(3):
+        fake = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov_f).T + mu_f
+        fit = fid_infinity(fake, mu_r, cov_r, counts, seed=seed)
+        assert fit["fid"][-1] == pytest.approx(float(frechet_distance(mu_r, cov_r, *FeatureStats.of(fake)
+                                                                      .mean_cov())), rel=1e-9)  # N: all rows
+        assert fit["fid"][0] > fit["fid"][-1] and fit["slope"] > 0  # fewer samples, higher FID
+        errors_n.append(abs(fit["fid"][-1] - exact))
+        errors_inf.append(abs(fit["fid_inf"] - exact))
+    assert np.mean(errors_inf) < np.mean(errors_n) / 3, (errors_inf, errors_n)

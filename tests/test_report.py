@@ -70,8 +70,10 @@ def test_report_is_self_contained_and_every_image_loads_in_chromium(sweep, tmp_p
     seen = _open_in_chromium(path, tmp_path)
     # one row per model of the sweep, the failed one included (unranked)
     assert int(seen["rows"]) == 3 and sorted(json.loads(seen["models"])) == ["dcgan", "ddpm", "wgan_gp"]
-    # two score plots, one scatter per model, no memorization grid on 2-D data
-    assert int(seen["total"]) == 4 and seen["loaded"] == seen["total"]
+    # score against steps and against FLOPs, score against sampling cost, one scatter per model, no
+    # memorization grid on 2-D data
+    assert int(seen["total"]) == 5 and seen["loaded"] == seen["total"]
+    assert "Best model at each training budget" in page  # (no two models share a budget level here)
 
 
 def test_report_command_line(sweep, tmp_path):

@@ -13,6 +13,7 @@ Registered extractors:
   labeled data.
 * ``random``: a seeded, randomly initialised conv net; the last resort for unlabeled data offline.
 * ``identity``: the samples themselves, flattened (2-D toy data).
+* ``dinov2``: DINOv2 ViT class tokens, from weights and source on disk (:mod:`gen_bench.metrics.dinov2`).
 """
 
 from __future__ import annotations
@@ -237,3 +238,10 @@ def _inception(request: ExtractorRequest) -> FeatureExtractor:
 
     weights = require_inception_weights(request.settings)
     return InceptionExtractor(weights, request.settings.inception.max_batch)
+
+
+@register_extractor("dinov2")
+def _dinov2(request: ExtractorRequest) -> FeatureExtractor:
+    from gen_bench.metrics.dinov2 import dinov2_extractor
+
+    return dinov2_extractor(request.settings)

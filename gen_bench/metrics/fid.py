@@ -22,9 +22,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -135,6 +137,90 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     return diff + sigma1.trace() + sigma2.trace() - 2 * _trace_sqrt_product(sigma1, sigma2)
 
 
+def fid_replicates(fake: Tensor, mu_real: Tensor, cov_real: Tensor, weights: Tensor) -> Tensor:
+    """FID of reweighted generated features against fixed real statistics (bootstrap replicates).
+
+    Args:
+        fake: (n, d) generated features.
+        mu_real, cov_real: The real side's mean (d,) and covariance (d, d).
+        weights: (n, B) row counts, one column per replicate (:func:`~gen_bench.metrics.bootstrap.
+            resample_weights`); a column of ones gives the FID of ``fake``.
+
+    Returns:
+        (B,) float64 FIDs: each from the weighted mean and unbiased covariance of its column.
+    """
+    f = fake.to(torch.float64)
+    out = []
+    for w in weights.to(f.device, torch.float64).T:
+        mu, cov = mean_cov(w @ f, (f * w[:, None]).T @ f, int(w.sum().round()))
+        out.append(frechet_distance(mu_real, cov_real, mu, cov))
+    return torch.stack(out)
+
+
+def fid_infinity(fake: Tensor, mu_real: Tensor, cov_real: Tensor, counts: list[int],
+                 seed: int = 0) -> dict[str, Any]:
+    """FID_inf (Chong and Forsyth 2020): FID of a random subset of each size in ``counts``, a
+    least-squares line ``FID = a + b / N`` through them, and its intercept ``a``, the FID of
+    infinitely many samples (FID's bias is linear in 1/N to first order).
+
+    Args:
+        fake: (n, d) generated features; every count is at most n.
+        mu_real, cov_real: The real side's statistics (fixed).
+        counts: Subset sizes.
+        seed: Seed of the subsets (each drawn without replacement by a ``torch.Generator``).
+
+    Returns:
+        ``{"fid_inf": a, "slope": b, "intercept_stderr", "counts", "fid"}`` (``fid``: one per count).
+    """
+    from scipy.stats import linregress
+
+    g = torch.Generator().manual_seed(seed)
+    fids = []
+    for c in counts:
+        rows = torch.randperm(fake.shape[0], generator=g)[:c].to(fake.device)
+        stats = FeatureStats.of(fake[rows])
+        fids.append(float(frechet_distance(mu_real, cov_real, *stats.mean_cov())))
+    fit = linregress([1 / c for c in counts], fids)
+    return {"fid_inf": float(fit.intercept), "slope": float(fit.slope),
+            "intercept_stderr": float(fit.intercept_stderr), "counts": list(counts), "fid": fids}
+
+
+def kid_replicates(real: Tensor, fake: Tensor, weights: Tensor, degree: int = 3,
+                   chunk: int = QUERY_CHUNK) -> Tensor:
+    """Unbiased MMD^2 of KID's polynomial kernel between reweighted generated features and the real
+    ones, less the real-real term (a constant that cancels in a bootstrap interval).
+
+    ``k(x, y) = (x.y / d + 1)^degree``. Pairs of copies of one generated row are left out of the
+    generated-generated mean (``sum_{i != j} w_i w_j k_ij / sum_{i != j} w_i w_j``): a copy is not
+    an independent sample, and ``k(x, x)`` would bias a resample upwards. The kernel matrices are
+    never stored: one pass over row chunks serves every replicate.
+
+    Args:
+        real: (R, d) real features.
+        fake: (n, d) generated features.
+        weights: (n, B) row counts, one column per replicate.
+        degree: The kernel's degree.
+
+    Returns:
+        (B,) float64: ``mean_ff - 2 mean_fr`` of each replicate.
+    """
+    d = fake.shape[1]
+    f = fake.to(torch.float64)
+    r = real.to(f.device, torch.float64)
+    w = weights.to(f.device, torch.float64)
+    ff = torch.zeros(w.shape[1], dtype=torch.float64, device=f.device)
+    fr = torch.zeros_like(ff)
+    for s in range(0, f.shape[0], chunk):
+        block, wb = f[s : s + chunk], w[s : s + chunk]
+        k_ff = (block @ f.T / d + 1) ** degree  # (c, n)
+        ff += ((k_ff @ w) * wb).sum(0)
+        ff -= (wb.square() * ((block.square().sum(1) / d + 1) ** degree)[:, None]).sum(0)
+        k_fr_rows = ((block @ r.T / d + 1) ** degree).sum(1)  # (c,)
+        fr += (k_fr_rows[:, None] * wb).sum(0)
+    n = w.sum(0)
+    return ff / (n.square() - w.square().sum(0)) - 2 * fr / (n * r.shape[0])
+
+
 def cosine_memorization_distance(fake: Tensor, real: Tensor, chunk: int = QUERY_CHUNK) -> Tensor:
     """MiFID's memorization distance (Bai et al. 2021): the mean over generated samples of
     ``min_j (1 - |cos(fake_i, real_j)|)``, in chunks (torchmetrics builds the whole matrix).
@@ -216,12 +302,35 @@ class KID(KernelInceptionDistance):
         _concatenate_list_states(self, "real_features", "fake_features")
         self.requested_subset_size = subset_size
         self.used_subset_size: int | None = None
+        self.synced: tuple[Tensor, Tensor] | None = None  # (real, fake) features of the last compute
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        n_real = dim_zero_cat(self.real_features).shape[0]
-        n_fake = dim_zero_cat(self.fake_features).shape[0]
+        # states are synced across processes here: keep them for a bootstrap after compute
+        self.synced = (dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features))
+        n_real, n_fake = self.synced[0].shape[0], self.synced[1].shape[0]
         self.subset_size = self.used_subset_size = min(self.requested_subset_size, n_real, n_fake)
         return super().compute()
+
+
+class FeatureBank(Metric):
+    """Generated features in draw order, concatenated across processes: kept beside a metric whose
+    own state is summary statistics (FID's sums) when a bootstrap or FID_inf needs the rows."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("features", [], dist_reduce_fx="cat")
+        self.add_state("index", [], dist_reduce_fx="cat")
+
+    def update(self, features: Tensor, index: Tensor) -> None:
+        """Add (N, d) features with their (N,) global sample indices."""
+        self.features.append(features.float())
+        self.index.append(index.long())
+
+    def compute(self) -> Tensor:
+        """(n, d) features of every process, ordered by sample index."""
+        return dim_zero_cat(self.features)[dim_zero_cat(self.index).argsort()]
 
 
 class IS(InceptionScore):

@@ -101,6 +101,7 @@ class PRDC(Metric):
         self.real_radii = real_radii if real_radii is not None else real_knn_radii(self.real, k_pr, k_dc)
         self.add_state("fake", [], dist_reduce_fx="cat")
         self.add_state("index", [], dist_reduce_fx="cat")
+        self.synced_fake: Tensor | None = None
 
     def update(self, features: Tensor, index: Tensor) -> None:
         """Add generated features (N, d) with their global sample indices (N,)."""
@@ -111,5 +112,77 @@ class PRDC(Metric):
     def compute(self) -> dict[str, float]:
         fake = dim_zero_cat(self.fake)
         fake = fake[dim_zero_cat(self.index).argsort()]
+        self.synced_fake = fake  # every process's rows (states are synced here): for a bootstrap
         real = self.real.to(fake.device)
         return prdc(real, fake, self.k_pr, self.k_dc, self.real_radii) | {"num_generated": fake.shape[0]}
+
+
+class PRDCReplicates:
+    """Precision, recall, density and coverage of reweighted generated rows (bootstrap replicates),
+    the real features and their radii fixed.
+
+    Each generated row i counts ``w_i`` times. Precision and density are weighted means over the
+    generated rows. Recall and coverage depend on which rows are present (``w_i > 0``): coverage
+    asks whether a real ball holds one, recall whether a real point lies within a present row's
+    k-NN ball, whose radius is measured among the *other* present rows (copies of a row are not its
+    neighbours, else a row drawn k + 1 times would have radius 0). Neighbours are searched among
+    each row's ``neighbours`` nearest in the full set: a resample keeps about 63% of the rows, so
+    with 32 candidates the k-th present one is missed with probability below 1e-10 (k = 3); the
+    radius is then that of the last candidate.
+
+    With all weights 1 every score equals :func:`prdc`'s.
+
+    Args:
+        real: (R, d) real features.
+        fake: (F, d) generated features.
+        k_pr, k_dc: As :func:`prdc`.
+        real_radii: The real k-NN radii by k (:func:`real_knn_radii`).
+        neighbours: Candidate neighbours per generated row.
+    """
+
+    def __init__(self, real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5,
+                 real_radii: dict[int, Tensor] | None = None, neighbours: int = 32) -> None:
+        radii = dict(real_radii or real_knn_radii(real, k_pr, k_dc))
+        self.k_pr, self.k_dc, self.num_real = k_pr, k_dc, real.shape[0]
+        m = min(fake.shape[0] - 1, max(neighbours, k_pr))
+        self.nn_dist, self.nn_idx = knn(fake, fake, m + 1)  # the row itself among them
+        self.not_self = self.nn_idx != torch.arange(fake.shape[0], device=fake.device)[:, None]
+        reach = self.nn_dist[:, -1] * _STRICT  # no resample's radius of a row exceeds this
+        r_pr = radii[k_pr].to(real.device, torch.float64) * _STRICT
+        r_dc = radii[k_dc].to(real.device, torch.float64) * _STRICT
+        precise, hits, cover, recall = [], [], [], []
+        for start, d in distance_chunks(fake, real):  # d: (chunk of F, R)
+            precise.append((d < r_pr).any(1))
+            inside = d < r_dc
+            hits.append(inside.sum(1))
+            f, r = inside.nonzero(as_tuple=True)
+            cover.append(torch.stack([f + start, r]))
+            f, r = (d < reach[start : start + d.shape[0], None]).nonzero(as_tuple=True)
+            recall.append((torch.stack([f + start, r]), d[f, r]))
+        self.precise = torch.cat(precise).double()
+        self.hits = torch.cat(hits).double()
+        self.cover = torch.cat(cover, 1)
+        self.recall_pairs = torch.cat([p for p, _ in recall], 1)
+        self.recall_dist = torch.cat([d for _, d in recall])
+
+    def _present_share(self, pairs: Tensor, keep: Tensor) -> Tensor:
+        hit = torch.zeros(self.num_real, dtype=torch.bool, device=pairs.device)
+        hit[pairs[1, keep]] = True
+        return hit.double().mean()
+
+    def __call__(self, weights: Tensor) -> dict[str, Tensor]:
+        """Scores of each replicate: ``weights`` (F, B) row counts -> name -> (B,) float64."""
+        out: dict[str, list[Tensor]] = {"precision": [], "recall": [], "density": [], "coverage": []}
+        for w in weights.to(self.precise.device, torch.float64).T:
+            n, present = w.sum(), w > 0
+            out["precision"].append((w * self.precise).sum() / n)
+            out["density"].append((w * self.hits).sum() / (self.k_dc * n))
+            out["coverage"].append(self._present_share(self.cover, present[self.cover[0]]))
+            # k-th nearest present neighbour of each row (the last candidate if fewer are present)
+            reached = (present[self.nn_idx] & self.not_self).cumsum(1) >= self.k_pr
+            col = torch.where(reached.any(1), reached.float().argmax(1), self.nn_dist.shape[1] - 1)
+            radius = self.nn_dist.gather(1, col[:, None])[:, 0] * _STRICT
+            f = self.recall_pairs[0]
+            out["recall"].append(self._present_share(self.recall_pairs,
+                                                     present[f] & (self.recall_dist < radius[f])))
+        return {k: torch.stack(v) for k, v in out.items()}

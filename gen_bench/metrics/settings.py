@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
-METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics")
+METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics", "fwd")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -96,6 +96,62 @@ class PRDCSettings:
     k_dc: int = 5
     max_samples: int | None = 2500
     num_reference: int | None = 2500
+
+
+@dataclass
+class BootstrapSettings:
+    """Bootstrap intervals of FID, KID, precision, recall, density and coverage (and their other
+    feature spaces), from the features already extracted: the generated rows are resampled with
+    replacement, the reference side stays fixed (:mod:`gen_bench.metrics.bootstrap`).
+
+    Attributes:
+        num: Resamples per draw (0: no intervals).
+        level: Coverage of the interval.
+        seed: Seed of the resampling (draw i uses seed + i).
+    """
+
+    num: int = 100
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class FIDInfSettings:
+    """FID_inf (Chong and Forsyth 2020): FID of random subsets of several sizes N_i of the generated
+    features, a least-squares line in 1/N, its intercept (the FID of infinitely many samples).
+
+    Attributes:
+        counts: The subset sizes (each at most ``eval.num_samples``); empty: ``points`` sizes.
+        points: Sizes evenly spaced from ``eval.num_samples / 5`` to ``eval.num_samples``
+            (0 with no ``counts``: no FID_inf).
+        seed: Seed of the subsets.
+    """
+
+    counts: list[int] = field(default_factory=list)
+    points: int = 0
+    seed: int = 0
+
+    def sizes(self, num_samples: int) -> list[int]:
+        """The subset sizes for ``num_samples`` generated samples (empty: FID_inf is off)."""
+        if self.counts:
+            return sorted({int(c) for c in self.counts})
+        if self.points <= 0:
+            return []
+        low = max(2, num_samples // 5)
+        step = (num_samples - low) / max(1, self.points - 1)
+        return sorted({round(low + i * step) for i in range(self.points)})
+
+
+@dataclass
+class FWDSettings:
+    """The Frechet Wavelet Distance (metric ``fwd``).
+
+    Attributes:
+        level: Haar wavelet packet level (4^level packets); ``None``: packets of 16 x 16 pixels, the
+            paper's choice (level 4 at 256 px, 3 at 128 px), at least 1.
+    """
+
+    level: int | None = None
 
 
 @dataclass
@@ -182,6 +238,25 @@ class InceptionOptions:
 
 
 @dataclass
+class DinoV2Options:
+    """DINOv2 ViT features (extractor ``dinov2``; Stein et al. 2023 rank generators with them).
+
+    Attributes:
+        model: ``vits14``, ``vitb14``, ``vitl14`` or ``vitg14`` (the official checkpoints' names).
+        weights: A local ``dinov2_<model>_pretrain.pth`` (else looked for in ``eval.assets_dir``,
+            ``$GEN_BENCH_ASSETS`` and torch's hub cache).
+        code_dir: The DINOv2 source folder (with ``hubconf.py``; else torch's hub cache,
+            ``facebookresearch_dinov2_main``).
+        max_batch: Images per forward pass.
+    """
+
+    model: str = "vits14"
+    weights: str | None = None
+    code_dir: str | None = None
+    max_batch: int = 64
+
+
+@dataclass
 class Trained3DOptions:
     """The self-supervised 3-D CNN (video extractor ``trained3d``), trained once per dataset and cached.
 
@@ -256,7 +331,11 @@ class EvalSettings:
         batch_size: Samples generated per ``model.sample`` call (and extracted per chunk).
         seed: Evaluation seed (draw i uses seed + i).
         seeds: Independent draws; scores are reported as mean and std over them.
-        extractor: ``auto`` or a registered extractor name.
+        extractor: ``auto`` or a registered extractor name: the main feature space, whose scores keep
+            their plain names (``fid``).
+        extractors: Further feature spaces: each runs once per batch and every feature metric
+            (fid, kid, is, mifid, prdc) is scored in it too, keyed ``<score>@<extractor>``
+            (``fid@random``). The main extractor, if listed, is not repeated.
         metrics: Metric families to compute (see ``METRIC_NAMES``).
         cache_dir: Where reference statistics and trained classifiers are cached.
         inception_weights: A local Inception-v3 weights file (torch-fidelity's
@@ -273,6 +352,7 @@ class EvalSettings:
     seed: int = 12345
     seeds: int = 1
     extractor: str = "auto"
+    extractors: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
     cache_dir: str = "~/.cache/gen-bench"
     inception_weights: str | None = None
@@ -282,11 +362,15 @@ class EvalSettings:
     inception_score: ISSettings = field(default_factory=ISSettings)
     mifid: MiFIDSettings = field(default_factory=MiFIDSettings)
     prdc: PRDCSettings = field(default_factory=PRDCSettings)
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    fid_inf: FIDInfSettings = field(default_factory=FIDInfSettings)
+    fwd: FWDSettings = field(default_factory=FWDSettings)
     memorization: MemorizationSettings = field(default_factory=MemorizationSettings)
     modes: ModeSettings = field(default_factory=ModeSettings)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
     random: RandomOptions = field(default_factory=RandomOptions)
     inception: InceptionOptions = field(default_factory=InceptionOptions)
+    dinov2: DinoV2Options = field(default_factory=DinoV2Options)
     video: VideoSettings = field(default_factory=VideoSettings)
 
     def __post_init__(self) -> None:
@@ -305,6 +389,16 @@ class EvalSettings:
         if self.reference.split not in ("train", "heldout"):
             raise ValueError(f"eval.reference.split must be 'train' or 'heldout', "
                              f"got {self.reference.split!r}")
+        if self.bootstrap.num < 0 or not 0 < self.bootstrap.level < 1:
+            raise ValueError(f"eval.bootstrap.num must be >= 0 and eval.bootstrap.level in (0, 1), got "
+                             f"{self.bootstrap.num} and {self.bootstrap.level}")
+        sizes = self.fid_inf.sizes(self.num_samples)
+        if sizes and (len(sizes) < 2 or sizes[0] < 2 or sizes[-1] > self.num_samples):
+            raise ValueError(f"eval.fid_inf needs at least 2 distinct sample counts in [2, eval.num_samples="
+                             f"{self.num_samples}], got {sizes}: set eval.fid_inf.points=N (N >= 2) or "
+                             f"eval.fid_inf.counts=[...]")
+        if self.fwd.level is not None and self.fwd.level < 1:
+            raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):
             raise ValueError(f"eval.memorization.space must be 'pixels' or 'features', "
                              f"got {self.memorization.space!r}")

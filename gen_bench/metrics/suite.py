@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -21,10 +21,20 @@ from torchmetrics import Metric
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, build_extractor
-from gen_bench.metrics.fid import FID, IS, KID, MiFID, frechet_distance
+from gen_bench.metrics.fid import (
+    FID,
+    IS,
+    KID,
+    FeatureBank,
+    MiFID,
+    fid_infinity,
+    fid_replicates,
+    frechet_distance,
+    kid_replicates,
+)
 from gen_bench.metrics.memorization import Memorization, memorization_reference
 from gen_bench.metrics.modes import ModeCoverage
-from gen_bench.metrics.prdc import PRDC, real_knn_radii
+from gen_bench.metrics.prdc import PRDC, PRDCReplicates, real_knn_radii
 from gen_bench.metrics.reference import (
     Reference,
     frames,
@@ -86,6 +96,10 @@ class SuiteContext:
         metric.update(real.to(self.device), real=True)
 
 
+#: ``weights(n)``: the (n, B) row counts of the evaluation's B bootstrap resamples of n rows.
+ResampleWeights = Callable[[int], Tensor]
+
+
 class Score:
     """Adapter between an :class:`EvalBatch` and one metric family.
 
@@ -95,11 +109,20 @@ class Score:
         samples_needed: Samples this score is computed on when that is more than ``eval.num_samples``
             (the evaluator then draws that many; every other score still sees the first
             ``eval.num_samples``). ``None``: ``eval.num_samples``.
+        per_feature_space: Scored in every feature space of ``eval.extractors`` (keys
+            ``<score>@<extractor>``), not only in the main one.
+        bounds: Score name -> (lower, upper) range, for clipping bootstrap intervals.
+        details: Score name -> further fields of the last :meth:`compute` (FID_inf's fit), recorded
+            beside the value.
     """
 
     name: str = ""
     metric: Metric
     samples_needed: int | None = None
+    per_feature_space: ClassVar[bool] = False
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
+    details: dict[str, dict[str, Any]] = {}  # replaced (never mutated) by compute
+    feature_space: str = ""  # the feature space of eval.extractors it is scored in ("": the main one)
 
     def update(self, batch: EvalBatch) -> None:
         raise NotImplementedError
@@ -110,6 +133,17 @@ class Score:
 
     def protocol(self) -> dict[str, Any]:
         """How the scores were measured, beyond the evaluation's common protocol."""
+        return {}
+
+    def score_protocol(self, name: str) -> dict[str, Any]:
+        """Further protocol fields of score ``name`` alone (its own protocol id when not empty)."""
+        return {}
+
+    def bootstrap(self, weights: ResampleWeights) -> dict[str, Tensor]:
+        """After :meth:`compute`: score name -> (B,) replicates on the generated rows reweighted by
+        ``weights(n)`` (n: the rows this score was computed on), the real side fixed; ``{}`` for
+        scores without intervals. A replicate may be off by a constant (it cancels in the interval,
+        see :func:`gen_bench.metrics.bootstrap.interval`)."""
         return {}
 
     def artifacts(self, out_dir: Path, tag: str) -> dict[str, str]:
@@ -152,12 +186,21 @@ class FIDScore(Score):
     a small held-out split scores higher than the same data would with ``eval.num_samples``."""
 
     name = "fid"
+    per_feature_space = True
+    bounds = {"fid": (0.0, None)}
 
     def __init__(self, ctx: SuiteContext) -> None:
         self.pool = _main_pool(ctx)
         self.num_reference = ctx.reference.stats.n
         stats = ctx.reference.stats if ctx.is_rank_zero else None
         self.metric = FID(ctx.main.feature_dim, stats).to(ctx.device)
+        self.real_mean_cov = tuple(t.to(ctx.device) for t in ctx.reference.stats.mean_cov())
+        self.inf = ctx.settings.fid_inf
+        self.inf_counts = self.inf.sizes(ctx.settings.num_samples)
+        # FID's own state is sums: the rows are kept only when a bootstrap or FID_inf needs them
+        keep = ctx.settings.bootstrap.num > 0 or bool(self.inf_counts)
+        self.bank = FeatureBank().to(ctx.device) if keep else None
+        self.details = {}
         ref = ctx.settings.reference
         self.baseline_split = "heldout" if ref.split == "train" else "train"
         self.real_baseline, self.baseline_samples = math.nan, 0
@@ -169,18 +212,43 @@ class FIDScore(Score):
             self.real_baseline = float(frechet_distance(*other.stats.mean_cov(), *real))
 
     def update(self, batch: EvalBatch) -> None:
-        self.metric.update(self.pool(batch), real=False)
+        features = self.pool(batch)
+        self.metric.update(features, real=False)
+        if self.bank is not None:
+            self.bank.update(features, batch.index)
 
     def compute(self) -> dict[str, float]:
-        return {"fid": float(self.metric.compute()), "fid_real_baseline": self.real_baseline}
+        out = {"fid": float(self.metric.compute()), "fid_real_baseline": self.real_baseline}
+        self.fake = self.bank.compute() if self.bank is not None else None
+        if self.inf_counts:
+            fit = fid_infinity(self.fake, *self.real_mean_cov, self.inf_counts, self.inf.seed)
+            out["fid_inf"] = fit.pop("fid_inf")
+            self.details = {"fid_inf": fit}
+        return out
+
+    def bootstrap(self, weights: ResampleWeights) -> dict[str, Tensor]:
+        return {"fid": fid_replicates(self.fake, *self.real_mean_cov, weights(self.fake.shape[0]))}
 
     def protocol(self) -> dict[str, Any]:
         return {"num_reference": self.num_reference,
                 "real_baseline": {"split": self.baseline_split, "num_samples": self.baseline_samples}}
 
+    def score_protocol(self, name: str) -> dict[str, Any]:
+        if name != "fid_inf":
+            return {}
+        return {"fid_inf": {"counts": self.inf_counts, "subset_seed": self.inf.seed,
+                            "fit": "least squares FID = a + b / N over random subsets, a reported "
+                                   "(Chong and Forsyth 2020)"}}
+
+    def reset(self) -> None:
+        self.metric.reset()
+        if self.bank is not None:
+            self.bank.reset()
+
 
 class KIDScore(Score):
     name = "kid"
+    per_feature_space = True
 
     def __init__(self, ctx: SuiteContext) -> None:
         s = ctx.settings.kid
@@ -197,6 +265,11 @@ class KIDScore(Score):
         mean, std = self.metric.compute()
         return {"kid": float(mean), "kid_subset_std": float(std)}
 
+    def bootstrap(self, weights: ResampleWeights) -> dict[str, Tensor]:
+        """Replicates of the unbiased MMD^2 over all rows (what KID's subsets estimate)."""
+        real, fake = self.metric.synced
+        return {"kid": kid_replicates(real, fake, weights(fake.shape[0]), self.settings.degree)}
+
     def protocol(self) -> dict[str, Any]:
         s = self.settings
         return {"num_reference": self.num_reference, "subsets": s.subsets, "degree": s.degree,
@@ -205,6 +278,7 @@ class KIDScore(Score):
 
 class ISScore(Score):
     name = "is"
+    per_feature_space = True
 
     def __init__(self, ctx: SuiteContext) -> None:
         if not ctx.main.num_logits:
@@ -227,6 +301,7 @@ class ISScore(Score):
 
 class MiFIDScore(Score):
     name = "mifid"
+    per_feature_space = True
 
     def __init__(self, ctx: SuiteContext) -> None:
         if ctx.spec.kind == "toy2d":
@@ -258,6 +333,8 @@ register_metric("mifid")(MiFIDScore)
 @register_metric("prdc")
 class PRDCScore(Score):
     name = "prdc"
+    per_feature_space = True
+    bounds = {"precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0), "density": (0.0, None)}
 
     def __init__(self, ctx: SuiteContext) -> None:
         s = ctx.settings.prdc
@@ -275,7 +352,8 @@ class PRDCScore(Score):
 
         radii = cached(ctx.settings.cache_path, "prdc", ctx.datamodule.name, fields, radii_of_real)
         radii = {int(k): v.to(ctx.device) for k, v in radii.items()}
-        self.metric = PRDC(real.to(ctx.device), s.k_pr, s.k_dc, s.max_samples, radii).to(ctx.device)
+        self.real, self.radii = real.to(ctx.device), radii
+        self.metric = PRDC(self.real, s.k_pr, s.k_dc, s.max_samples, radii).to(ctx.device)
         self.num_generated = min(ctx.settings.num_samples, s.max_samples or math.inf)
 
     def update(self, batch: EvalBatch) -> None:
@@ -285,6 +363,11 @@ class PRDCScore(Score):
         out = self.metric.compute()
         self.num_generated = out.pop("num_generated")
         return out
+
+    def bootstrap(self, weights: ResampleWeights) -> dict[str, Tensor]:
+        fake = self.metric.synced_fake
+        s = self.settings
+        return PRDCReplicates(self.real, fake, s.k_pr, s.k_dc, self.radii)(weights(fake.shape[0]))
 
     def protocol(self) -> dict[str, Any]:
         return {"num_reference": self.num_reference, "num_generated": int(self.num_generated),
@@ -421,6 +504,55 @@ class ModeScore(Score):
             info = self.classifier.describe()
             p["mode_classifier"] = {k: info[k] for k in ("name", "version", "weights_sha256")}
         return p
+
+
+# --- Frechet Wavelet Distance --------------------------------------------------------------------
+@register_metric("fwd")
+class FWDScore(Score):
+    """The Frechet Wavelet Distance of the samples' pixels (:mod:`gen_bench.metrics.fwd`): no
+    extractor, so it reads the same on every image dataset; video: per frame."""
+
+    name = "fwd"
+    bounds = {"fwd": (0.0, None)}
+
+    def __init__(self, ctx: SuiteContext) -> None:
+        from gen_bench.metrics.fwd import PacketStats, auto_level, fwd_from_stats
+
+        if ctx.spec.kind == "toy2d":
+            raise NotApplicable("FWD is a distance between images")
+        c, h, w = ctx.spec.shape[0], ctx.spec.shape[-2], ctx.spec.shape[-1]
+        self.level = ctx.settings.fwd.level or auto_level(min(h, w))
+        self.packets, self.dim = 4**self.level, c * (h >> self.level) * (w >> self.level)
+        self.distance = fwd_from_stats
+        ref, dm = ctx.settings.reference, ctx.datamodule
+        split = split_dataset(dm, ref.split)
+        indices = subset_indices(len(split), ref.num_samples, ref.subset_seed)
+        fields = {"kind": "fwd", "data": dm.name, "fingerprint": dm.fingerprint(), "split": ref.split,
+                  "num_samples": len(split) if indices is None else len(indices),
+                  "subset_seed": None if indices is None else ref.subset_seed, "level": self.level,
+                  "wavelet": "haar"}
+
+        def reference_stats() -> dict[str, Tensor]:
+            stats = PacketStats(self.packets, self.dim, self.level).to(ctx.device)
+            for x in iter_split(dm, ref.split, indices, ctx.settings.batch_size):
+                stats.update(frames(x).to(ctx.device))
+            return {k: v.cpu() for k, v in stats.compute().items()}
+
+        self.real = cached(ctx.settings.cache_path, "fwd", dm.name, fields, reference_stats)
+        self.num_reference = int(self.real["n"])
+        self.metric = PacketStats(self.packets, self.dim, self.level).to(ctx.device)
+
+    def update(self, batch: EvalBatch) -> None:
+        self.metric.update(batch.samples)
+
+    def compute(self) -> dict[str, float]:
+        fake = self.metric.compute()
+        real = {k: v.to(fake["sum"].device) for k, v in self.real.items()}
+        return {"fwd": float(self.distance(real, fake))}
+
+    def protocol(self) -> dict[str, Any]:
+        return {"wavelet": "haar", "level": self.level, "packets": self.packets, "packet_dim": self.dim,
+                "num_reference": self.num_reference}
 
 
 # --- video: fvd and physics register themselves (gen_bench.metrics.video imports this module) ----------
