@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.io import read_json
@@ -65,18 +65,17 @@ def main() -> None:
             cfg = compose("train", overrides=over)
         if not (args.reuse and (run_dir / "checkpoints" / "last.ckpt").is_file()):
             run_training(cfg)
-        net, dm, _, ckpt = load_run(run_dir)
+        net, dm, _, ckpt = load_model(run_dir)
         wall = read_json(run_dir / "metrics.json")["wall_time_s"]
         samplers = {model: None}
-        if hasattr(net, "bind_sampler"):
-            net.progress = False
-            if args.ddim_steps:
-                ddim = lambda d, **kw: DDIMSampler(d, args.ddim_steps, **kw)  # noqa: E731
-                samplers[f"{model} (ddim{args.ddim_steps})"] = ddim
+        net.progress = False
+        if args.ddim_steps and net.sampler_label() is not None:  # diffusion: also through DDIM
+            ddim = lambda d, **kw: DDIMSampler(d, args.ddim_steps, **kw)  # noqa: E731
+            samplers[f"{model} (ddim{args.ddim_steps})"] = ddim
         for name, sampler in samplers.items():
             g = torch.Generator().manual_seed(args.seed)
             start = time.perf_counter()
-            x = net.sample(args.samples, generator=g, **({"sampler": sampler} if sampler else {}))
+            x = net.sample(args.samples, generator=g, sampler=sampler)
             sample_s = time.perf_counter() - start
             stats = mode_stats(x, torch.tensor(dm.spec.mode_centers), dm.spec.mode_std)
             rows.append((name, ckpt["global_step"], wall, sample_s, stats))

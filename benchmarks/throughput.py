@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 from gen_bench.config import config_dir
 from gen_bench.ema import EMAWeights
 from gen_bench.models import build_model
+from gen_bench.models.ddpm import DDPM
 from gen_bench.models.wgan_gp import gradient_penalty
 from gen_bench.train import run_training
 
@@ -117,7 +118,7 @@ def bare_seconds(model: str, warmup: int, batches: int, extra: list[str]) -> flo
     def to_model(x: torch.Tensor) -> torch.Tensor:
         return net.to_model_space(x.to(device, non_blocking=True).contiguous(memory_format=memory_format))
 
-    if hasattr(net, "diffusion"):
+    if isinstance(net, DDPM):  # the bare loop of each objective
         opt = net.optimizer(net.denoiser.parameters())
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / net.warmup_steps))
         ema_cfg = cfg.model.ema

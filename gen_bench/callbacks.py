@@ -8,7 +8,6 @@ import os
 import random
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
-from gen_bench import interrupt
-from gen_bench.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json
+from gen_bench import interrupt, rundir
+from gen_bench.io import atomic_open, atomic_write_bytes
 from gen_bench.viz import plot_curves, save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
 
@@ -180,7 +179,7 @@ class TrainingState(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # A graceful stop (ours, or Lightning's at a batch boundary on SIGTERM) comes at a step boundary
         # or from inside sampling: the weights, optimizers and counters are those after a whole step,
-        # so last.ckpt resumes exactly. A bare KeyboardInterrupt may land mid-step: no checkpoint.
+        # so the last checkpoint resumes exactly. A bare KeyboardInterrupt may land mid-step: no checkpoint.
         if isinstance(exception, (interrupt.Interrupted, SIGTERMException)):
             save_last_checkpoint(trainer, force=True)
 
@@ -196,9 +195,9 @@ class TrainingState(Callback):
 
 
 def save_last_checkpoint(trainer: L.Trainer, force: bool = False) -> list[str]:
-    """Write ``last.ckpt`` of every ``ModelCheckpoint(save_last=True)`` with the trainer's full state.
+    """Write the last checkpoint of every ``ModelCheckpoint(save_last=True)`` with the trainer's full state.
 
-    ``ModelCheckpoint`` saves every N steps only; this makes ``last.ckpt`` hold the current step, and
+    ``ModelCheckpoint`` saves every N steps only; this makes the last checkpoint hold the current step, and
     tells the callback, or its own ``on_train_end`` (Lightning runs checkpoint callbacks last) writes
     ``last-v1.ckpt``. Every process must call it (saving synchronises them).
 
@@ -324,8 +323,7 @@ class SampleGrid(Periodic):
         spec = pl_module.spec
         step = trainer.global_step
         video: dict[str, Path] | None = None
-        diffusion = self.sampler is not None and hasattr(pl_module, "bind_sampler")
-        kw = {"sampler": self.sampler} if diffusion else {}
+        kw = {"sampler": self.sampler} if self.sampler is not None else {}  # else the model's own
         if spec.kind == "toy2d":
             pts = pl_module.sample(self.num_points, generator=g, **kw)
             paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
@@ -346,7 +344,7 @@ class SampleGrid(Periodic):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        # the last step's grid is the final one, drawn at train end once last.ckpt is written
+        # the last step's grid is the final one, drawn at train end once the last checkpoint is written
         if self.due(step) and step < trainer.max_steps and step != self._last_step and trainer.is_global_zero:
             self._last_step = step
             self.save(trainer, pl_module, f"step_{step:07d}")
@@ -397,7 +395,6 @@ class RunSummary(Callback):
     def __init__(self, run_dir: str | os.PathLike, info: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.info = dict(info or {})
-        self.path = self.run_dir / "metrics.json"
         self.status = "running"
 
     def _state(self, trainer) -> TrainingState | None:
@@ -410,7 +407,7 @@ class RunSummary(Callback):
         contributes its fields; callbacks run before this one, so their end-of-training results
         are in.
         """
-        previous = read_json(self.path) if self.path.exists() else {}
+        previous = rundir.read_metrics(self.run_dir)
         for cb in trainer.callbacks:
             if cb is not self and hasattr(cb, "summary_fields"):
                 extra = {**cb.summary_fields(), **extra}
@@ -432,7 +429,7 @@ class RunSummary(Callback):
         if status != "failed":
             summary.pop("error", None)
         if trainer.is_global_zero:
-            atomic_write_json(self.path, summary)
+            rundir.write_metrics(self.run_dir, summary)
         return summary
 
     def on_train_start(self, trainer, pl_module) -> None:  # after a resume has restored the step
@@ -449,8 +446,8 @@ class RunSummary(Callback):
         if rows:
             cols = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
             lines = [",".join(cols)] + [",".join(f"{r[c]:g}" if c in r else "" for c in cols) for r in rows]
-            atomic_write_bytes(self.run_dir / "metrics.csv", ("\n".join(lines) + "\n").encode())
-            plot_curves(rows, self.run_dir / "loss_curves.png",
+            atomic_write_bytes(self.run_dir / rundir.METRICS_CSV, ("\n".join(lines) + "\n").encode())
+            plot_curves(rows, self.run_dir / rundir.LOSS_CURVES,
                         title=f"{self.info.get('model', '')} on {self.info.get('data', '')}")
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -464,8 +461,7 @@ class RunSummary(Callback):
                 "SIGINT" if isinstance(exception, KeyboardInterrupt) else "SIGTERM")
             self.write(trainer, "interrupted", interrupted_by=name)
             return
-        err = "".join(traceback.format_exception_only(type(exception), exception)).strip()
-        self.write(trainer, "failed", error=err, traceback=traceback.format_exc()[-4000:])
+        self.write(trainer, "failed", **rundir.failure_fields(exception))
 
 
 def find_callback(trainer: L.Trainer, kind: type) -> Any | None:

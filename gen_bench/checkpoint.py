@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gen_bench.data import GenerativeDataModule
 from gen_bench.models import GenerativeModule, build_model
+from gen_bench.rundir import checkpoint_file
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -36,38 +37,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; pass ckpt=PATH to a .ckpt file or a run directory")
-    return read_checkpoint(path)
-
-
-def load_run(path: str | Path, map_location: str | torch.device = "cpu"
-             ) -> tuple[GenerativeModule, GenerativeDataModule, DictConfig, dict[str, Any]]:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ema: bool = True
+               ) -> tuple[GenerativeModule, GenerativeDataModule, DictConfig, dict[str, Any]]:
     """The model with its trained weights (in eval mode), its datamodule, its run config and the
     raw checkpoint dict (for callback states such as EMA weights).
 
-    ``path`` is a ``.ckpt`` file or a run directory (its ``checkpoints/last.ckpt`` is used).
+    Args:
+        path: A ``.ckpt`` file or a run directory (its last checkpoint is used).
+        map_location: The device the model goes to.
+        ema: Sample with the checkpoint's EMA weights when it has them (``False``: the live weights).
     """
-    ckpt = load_checkpoint_file(path)
+    ckpt = read_checkpoint(checkpoint_file(path))
     cfg = OmegaConf.create(ckpt["gen_bench"]["config"])
     datamodule: GenerativeDataModule = instantiate(cfg.data)
     model = build_model(cfg.model, datamodule.spec)
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
+    if not ema:
+        model.ema_weights = None
     model.to(map_location).eval()
     return model, datamodule, cfg, ckpt
-
-
-def run_dir_of(ckpt: str | Path) -> Path:
-    """The run directory of a checkpoint path (``RUN/checkpoints/x.ckpt`` -> ``RUN``) or of a run dir."""
-    path = Path(ckpt).expanduser().resolve()
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def resolve_device(device: str) -> torch.device:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from gen_bench import rundir
 from gen_bench.assets import assets_command
 from gen_bench.config import config_dir
 from gen_bench.eval import eval_command
@@ -64,17 +65,14 @@ def _train(cfg: DictConfig) -> float | None:
     if summary.get("skipped"):
         print(f"[gen-bench] {summary['run_dir']} already completed {summary['steps']} steps: nothing to do")
         return _objective(cfg, summary)
-    final = ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.get("final", {}).items()))
+    final = ", ".join(f"{k}={v:.4g}" for k, v in sorted(rundir.final_values(summary).items()))
     print(f"[gen-bench] {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
           f"-> {summary['run_dir']}\n[gen-bench] {final}")
     return _objective(cfg, summary)
 
 
 def _objective(cfg: DictConfig, summary: dict) -> float | None:
-    objective = cfg.get("objective") or "val/fid"
-    score = ((summary.get("eval") or {}).get("scores") or {}).get(objective.removeprefix("val/"), {})
-    value = score.get("value") if objective.startswith("val/") and score else summary["final"].get(objective)
-    return float(value) if value is not None else None
+    return rundir.score(summary, cfg.get("objective") or "val/fid")[0]
 
 
 # The jobs of this process's sweep: (completed | failed | skipped, the job's overrides). A launcher that
@@ -101,10 +99,10 @@ def sweep_summary(jobs: list[tuple[str, list[str]]]) -> str:
     values: dict[str, set[str]] = {}
     for _, overrides in jobs:
         for arg in overrides:
-            values.setdefault(_override_key(arg), set()).add(arg)
-    keys_of = [{_override_key(a) for a in o} for _, o in jobs]
+            values.setdefault(rundir.override_key(arg), set()).add(arg)
+    keys_of = [{rundir.override_key(a) for a in o} for _, o in jobs]
     swept = {k for k, v in values.items() if len(v) > 1 or any(k not in keys for keys in keys_of)}
-    count = {s: [" ".join(a for a in o if not swept or _override_key(a) in swept) for status, o in jobs
+    count = {s: [" ".join(a for a in o if not swept or rundir.override_key(a) in swept) for status, o in jobs
                  if status == s] for s in ("completed", "failed", "skipped")}
     failed = f" ({'; '.join(count['failed'])})" if count["failed"] else ""
     return (f"[gen-bench] sweep: {len(jobs)} runs: {len(count['completed'])} completed, "
@@ -181,11 +179,6 @@ def quote_paths(args: list[str]) -> list[str]:
     return out
 
 
-def _override_key(arg: str) -> str:
-    """The config key an override sets: ``+model.x=1`` -> ``model.x``."""
-    return arg.partition("=")[0].lstrip("+~")
-
-
 def continue_run_args(args: list[str]) -> list[str]:
     """``gen-bench train resume=RUN [changes]``: train the run in folder RUN on, in that folder.
 
@@ -194,20 +187,18 @@ def continue_run_args(args: list[str]) -> list[str]:
     RUN: checkpoints, curves, the wandb run and the log carry on. A sweep (``-m``), ``resume=auto``
     and an explicit ``hydra.run.dir`` are left as they are.
     """
-    if "-m" in args or "--multirun" in args or any(_override_key(a) == "hydra.run.dir" for a in args):
+    if "-m" in args or "--multirun" in args or any(rundir.override_key(a) == "hydra.run.dir" for a in args):
         return args
-    resume = [a.partition("=")[2].strip("'\"") for a in args if _override_key(a) == "resume"]
+    resume = [a.partition("=")[2].strip("'\"") for a in args if rundir.override_key(a) == "resume"]
     if not resume or resume[-1] in ("auto", "null", "None", "false", ""):
         return args
-    from gen_bench.checkpoint import run_dir_of
-
-    run = run_dir_of(resume[-1])
-    if not (run / "checkpoints").is_dir():
+    run = rundir.run_dir_of(resume[-1])
+    if not rundir.is_run_dir(run):
         return args  # not a run folder: run_training says what is wrong with the path
-    saved_path = run / ".hydra" / "overrides.yaml"
+    saved_path = run / rundir.OVERRIDES
     saved = [str(a) for a in OmegaConf.load(saved_path)] if saved_path.is_file() else []
-    given = {_override_key(a) for a in args}
-    kept = [a for a in saved if _override_key(a) not in given | {"resume"}]
+    given = {rundir.override_key(a) for a in args}
+    kept = [a for a in saved if rundir.override_key(a) not in given | {"resume"}]
     return [*kept, *args, f"hydra.run.dir={_quote(str(run))}"]
 
 

@@ -6,11 +6,11 @@ and from an installed wheel (``gen_bench/conf``), whatever the current directory
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from gen_bench.rundir import run_name
 
 
 def config_dir() -> Path:
@@ -23,19 +23,6 @@ def config_dir() -> Path:
         f"gen-bench configs not found in {here / 'conf'} or {here.parent / 'conf'}; "
         "reinstall the package (pip install -e .) from a complete clone"
     )
-
-
-def run_slug(override_dirname: str) -> str:
-    """A run-folder name from the command-line overrides (``default`` for none).
-
-    Path separators become ``_``; long names keep a readable head and a hash of the whole.
-    """
-    if not override_dirname:
-        return "default"
-    slug = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)
-    if len(slug) > 120:
-        slug = slug[:100] + "-" + hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
-    return slug
 
 
 def per_kind(options: dict, *, _root_) -> object:
@@ -73,7 +60,7 @@ def switch(value: object, options: dict) -> object:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("run_slug", run_slug, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("per_kind", per_kind, replace=True)
     OmegaConf.register_new_resolver("switch", switch, replace=True)
 

@@ -5,11 +5,18 @@ Three pieces:
 * :class:`EMAWeights`, the shadow copy of one network's floating-point parameters and buffers;
 * :class:`EMASampling`, a mixin for models: it keeps the shadow (``model.ema_weights``), writes it
   into checkpoints under ``checkpoint["ema"]`` and reads it back in ``on_load_checkpoint`` (so
-  a model rebuilt by :func:`gen_bench.checkpoint.load_run` has it too), and swaps it into the
+  a model rebuilt by :func:`gen_bench.checkpoint.load_model` has it too), and swaps it into the
   sampling network for the duration of ``sampling_mode()``: ``sample()`` uses the EMA weights
   whenever there are any, training always the live ones;
 * :class:`EMA`, the callback that creates the shadow and updates it after every optimizer step of
   the sampling network (every ``trainer.global_step`` increment: gen-bench counts exactly those).
+
+Lightning 2.6's ``EMAWeightAveraging`` does not replace it: it deep-copies the whole LightningModule into
+an ``AveragedModel`` (a GAN's discriminator too; no hook names the sampling network), its constant-decay
+``get_ema_avg_fn`` has no ``warmup`` (the scores would change) and it truncates the EMA of integer buffers
+(BatchNorm's ``num_batches_tracked``) instead of copying them; it swaps the average in only around
+validation epochs and copies it over the live weights at train end, and it saves the average as the
+checkpoint's ``state_dict`` (live weights under ``current_model_state``). It would resume exactly.
 """
 
 from __future__ import annotations
@@ -104,10 +111,10 @@ class EMAWeights:
 
 class EMASampling:
     """Mixin for a :class:`~gen_bench.models.base.GenerativeModule` whose samples may come from EMA
-    weights. Put it first in the bases; set :attr:`sampling_network_name`."""
+    weights (the model's ``ema_weights``, declared ``None`` on the base class). Put it first in the
+    bases; set :attr:`sampling_network_name`."""
 
     sampling_network_name: str = "generator"
-    ema_weights: EMAWeights | None = None
 
     def sampling_network(self) -> nn.Module:
         """The network whose weights are averaged and used for sampling."""

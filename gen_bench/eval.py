@@ -35,20 +35,17 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
                          "data=NAME (a folder of images or a .npz / .pt array)")
     if cfg.get("data") is not None:
         raise ValueError("data= comes from the checkpoint; pass it only with samples=PATH")
-    from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
+    from gen_bench import rundir
+    from gen_bench.checkpoint import load_model, resolve_device
     from gen_bench.evaluation import Evaluator, settings_from
-    from gen_bench.io import atomic_write_json, ensure_writable, read_json
-    from gen_bench.train import config_digest
+    from gen_bench.io import ensure_writable
 
     start = time.perf_counter()
     settings = settings_from(cfg.eval)
     device = resolve_device(cfg.get("device", "auto"))
-    model, datamodule, run_cfg, ckpt = load_run(cfg.ckpt, map_location=device)
-    if hasattr(model, "progress"):  # a diffusion model: show its sampling steps
-        model.progress = True
-    if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
-        model.ema_weights = None
-    run_dir = run_dir_of(cfg.ckpt)
+    model, datamodule, run_cfg, ckpt = load_model(cfg.ckpt, map_location=device, ema=cfg.get("ema", True))
+    model.progress = True  # models that sample in many steps show them
+    run_dir = rundir.run_dir_of(cfg.ckpt)
     model_cfg = run_cfg.get("model") or {}
     sampler = cfg.get("sampler")  # null: the model's own
     evaluator = Evaluator(settings, datamodule, sampler)
@@ -56,7 +53,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
     label = draw["sampler"] or model_cfg.get("name")  # models that sample in one pass: their name
     parts = [settings.name, ckpt_name, label, "ema" if draw["ema"] else "raw"]
-    out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else run_dir / "eval" / "-".join(parts)
+    default_out = run_dir / rundir.EVAL / "-".join(parts)
+    out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out
     try:  # now, not after minutes of sampling
         ensure_writable(out_dir)
     except OSError as e:
@@ -65,7 +63,7 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     evaluator.out_dir = out_dir
     result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
 
-    previous = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    previous = rundir.read_metrics(run_dir)
     resolved = OmegaConf.to_container(run_cfg, resolve=True)
     train_final = {k: v for k, v in previous.get("final", {}).items() if not k.startswith("val/")}
     summary = {
@@ -73,7 +71,7 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
         "model": model_cfg.get("name"),
         "data": run_cfg.data.get("name"),
         "seed": run_cfg.get("seed"),
-        "config_digest": previous.get("config_digest") or config_digest(resolved),
+        "config_digest": previous.get("config_digest") or rundir.config_digest(resolved),
         "run_dir": str(run_dir),
         "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
         "status": "completed",
@@ -83,8 +81,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
                  "time": {"evaluations": round(result.seconds, 3), "setup": round(evaluator.setup_seconds, 3),
                           "command": round(time.perf_counter() - start, 3)}},
     }
-    atomic_write_json(out_dir / "metrics.json", summary)
+    path = rundir.write_metrics(out_dir, summary)
     scores = ", ".join(f"{k}={v:.4g}" for k, v in result.values().items())
     print(f"[gen-bench] eval {settings.name} of {summary['checkpoint']} (step {summary['steps']}): {scores}\n"
-          f"[gen-bench] -> {out_dir / 'metrics.json'}")
+          f"[gen-bench] -> {path}")
     return summary

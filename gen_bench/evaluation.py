@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gen_bench import interrupt
+from gen_bench import interrupt, rundir
 from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
 from gen_bench.compute import SAMPLING_FLOPS, count_flops
 from gen_bench.metrics.bootstrap import interval, resample_weights
@@ -302,11 +302,11 @@ class Evaluator:
         }
 
     def draw_record(self, model) -> dict[str, Any]:
-        diffusion = hasattr(model, "bind_sampler")
-        label = model.bind_sampler(self.sampler_factory).label if diffusion else None
-        return {**self.base_record(), "sampler": label, "sampler_config": self.sampler if diffusion else None,
+        label = model.sampler_label(self.sampler_factory)
+        return {**self.base_record(), "sampler": label,
+                "sampler_config": self.sampler if label is not None else None,
                 "sampling_flops_per_sample": self._sampling_flops.get(label),
-                "ema": getattr(model, "ema_weights", None) is not None,
+                "ema": model.ema_weights is not None,
                 "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
 
     def base_record(self) -> dict[str, Any]:
@@ -371,9 +371,9 @@ class Evaluator:
             step: The model's training step, recorded.
             tag: Names the pictures (``step_0001000``, ``final``).
         """
-        diffusion = self.sampler_factory is not None and hasattr(model, "bind_sampler")
-        kw = {"sampler": self.sampler_factory} if diffusion else {}
-        label = model.bind_sampler(self.sampler_factory).label if hasattr(model, "bind_sampler") else None
+        # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
+        kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
+        label = model.sampler_label(self.sampler_factory)
 
         def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor:
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
@@ -520,7 +520,7 @@ class EvaluationCallback(Periodic):
             if trainer.datamodule is None:
                 raise ValueError("the evaluation callback needs the run's GenerativeDataModule: "
                                  "call trainer.fit(model, datamodule=...)")
-            out = self.run_dir / "eval" if self.run_dir is not None else None
+            out = self.run_dir / rundir.EVAL if self.run_dir is not None else None
             self.evaluator = Evaluator(self.settings, trainer.datamodule, self.sampler, out)
         return self.evaluator
 
@@ -557,7 +557,7 @@ class EvaluationCallback(Periodic):
         step = trainer.global_step
         if self._due(step):
             if self.settings.at_end and step == trainer.max_steps:
-                return  # the final evaluation runs at train end, once last.ckpt holds this step
+                return  # the final evaluation runs at train end, once the last checkpoint holds this step
             self.run(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gen_bench import rundir
 from gen_bench.data.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def score_samples(samples: SampleFn | SampleBank, datamodule, settings, out_dir:
         The ``metrics.json`` content.
     """
     from gen_bench.evaluation import Evaluator, settings_from
-    from gen_bench.io import atomic_write_bytes, atomic_write_json
+    from gen_bench.io import atomic_write_bytes
     from gen_bench.metrics.cache import digest
 
     start = time.perf_counter()
@@ -302,8 +303,8 @@ def score_samples(samples: SampleFn | SampleBank, datamodule, settings, out_dir:
     }
     if out is not None:
         if config is not None:
-            atomic_write_bytes(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)).encode())
-        atomic_write_json(out / "metrics.json", summary)
+            atomic_write_bytes(out / rundir.CONFIG, OmegaConf.to_yaml(OmegaConf.create(config)).encode())
+        rundir.write_metrics(out, summary)
     return summary
 
 
@@ -331,7 +332,7 @@ def samples_command(cfg: DictConfig) -> dict[str, Any]:
     scores = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
     used = summary["samples"]
     print(f"[gen-bench] eval {settings.name} of {summary['model']} ({used['num_used']} of "
-          f"{used['num_available']} samples): {scores}\n[gen-bench] -> {out_dir / 'metrics.json'}")
+          f"{used['num_available']} samples): {scores}\n[gen-bench] -> {rundir.metrics_path(out_dir)}")
     return summary
 
 

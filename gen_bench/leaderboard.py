@@ -35,11 +35,24 @@ import math
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_bench.io import read_json
+from gen_bench.config import flatten
+from gen_bench.models.stabilizers import STABILIZER_KEYS, stabilizer_label, stabilizer_settings
+from gen_bench.rundir import (
+    REPLICATE_KEYS,
+    RESULT_NEUTRAL_KEYS,
+    X_AXES,
+    RunRecord,
+    collect_runs,
+    eval_results,
+    finite,
+    latest_sweep,
+    score_names,
+    under,
+)
 
 # Scores where lower is better; the rest of the suite's scores (precision, recall, density, coverage,
 # modes, hq_fraction, is) are higher-is-better.
@@ -48,217 +61,17 @@ PREFERRED_COLUMNS = ("kid", "precision", "recall", "coverage", "modes", "hq_frac
                      "copy_rate")
 # The default ranking of 2-D mixtures: modes hit, then the high-quality share (both higher-is-better).
 TOY_RANKING = ("modes", "hq_fraction")
-# Config keys that never change results: left out when telling groups apart.
-_IGNORED_PREFIXES = ("seed", "run_dir", "output_root", "resume", "overwrite", "logger", "callbacks", "tags",
-                     "data.shuffle_seed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                     "trainer.log_every_n_steps", "eval.cache_dir", "eval.assets_dir", "model.progress",
-                     "objective")
-# The x axes of score-over-training plots (see RunRecord.history).
-X_AXES = ("step", "train_flops", "images", "wall_s", "samples")
+# The x axes' labels of score-over-training plots (see RunRecord.history).
 _X_LABELS = {"step": "training step", "train_flops": "training FLOPs", "images": "real images seen",
              "wall_s": "wall time (s)", "samples": "real samples seen"}
-# Shown in the stabilizers column (``stabilizer``: the arm of experiment=compare_stabilizers).
-_STABILIZER_KEYS = ("model.spectral_norm", "model.real_label", "model.instance_noise", "model.grad_clip_g",
-                    "model.grad_clip_d", "stabilizer", "stabilizers")
-
-
-# --- stabilizers ---------------------------------------------------------------------------------------
-def stabilizer_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The GAN stabilizers a model config switches on (empty: none).
-
-    Returns:
-        A subset of ``spectral_norm`` (True), ``label_smoothing`` (the real target), ``instance_noise``
-        (``sigma_start/anneal_steps``) and ``grad_clip`` (``g/d`` max norms).
-    """
-    if not model_cfg:
-        return {}
-    out: dict[str, Any] = {}
-    if model_cfg.get("spectral_norm"):
-        out["spectral_norm"] = True
-    real = model_cfg.get("real_label")
-    if real is not None and float(real) != 1.0:
-        out["label_smoothing"] = float(real)
-    noise = model_cfg.get("instance_noise") or {}
-    if float(noise.get("sigma_start") or 0) > 0:
-        out["instance_noise"] = f"{noise.get('sigma_start'):g}/{noise.get('anneal_steps')}"
-    clip_g, clip_d = model_cfg.get("grad_clip_g"), model_cfg.get("grad_clip_d")
-    if clip_g is not None or clip_d is not None:
-        g, d = ("-" if c is None else f"{c:g}" for c in (clip_g, clip_d))
-        out["grad_clip"] = f"{g}/{d}"
-    return out
-
-
-def stabilizer_label(settings: Mapping[str, Any]) -> str:
-    """``spectral_norm+label_smoothing=0.9`` style label; ``none`` when nothing is on."""
-    if not settings:
-        return "none"
-    return "+".join(k if v is True else f"{k}={v}" for k, v in settings.items())
-
-
-def stabilizer_tags(model_cfg: Mapping[str, Any] | None) -> list[str]:
-    """wandb tags for the stabilizers that are on (``spectral_norm``, ``label_smoothing=0.9``...)."""
-    return [k if v is True else f"{k}={v}" for k, v in stabilizer_settings(model_cfg).items()]
-
-
-# --- runs ------------------------------------------------------------------------------------------------
-@dataclass
-class RunRecord:
-    """One run of a sweep: its ``metrics.json`` and resolved ``config.yaml``.
-
-    Attributes:
-        run_dir: The run directory.
-        summary: ``metrics.json`` (status, steps, final metrics, the ``eval`` section).
-        config: The resolved run config (empty when the run failed before writing it).
-    """
-
-    run_dir: Path
-    summary: dict[str, Any]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return str(self.summary.get("status", "unknown"))
-
-    @property
-    def model(self) -> str:
-        return str(self.summary.get("model") or self.config.get("model", {}).get("name") or "?")
-
-    @property
-    def data(self) -> str:
-        return str(self.summary.get("data") or self.config.get("data", {}).get("name") or "?")
-
-    @property
-    def seed(self) -> Any:
-        return self.summary.get("seed", self.config.get("seed"))
-
-    @property
-    def kind(self) -> str | None:
-        """The data kind of the run's config (``toy2d``, ``image``, ``video``; ``None`` if unknown)."""
-        return (self.config.get("data") or {}).get("kind")
-
-    @property
-    def stabilizers(self) -> dict[str, Any]:
-        return stabilizer_settings(self.config.get("model"))
-
-    def score(self, metric: str) -> tuple[float | None, str | None]:
-        """(value, protocol_id) of a final score; the evaluation's float64 value when there is one,
-        else ``final[val/<metric>]`` or ``final[<metric>]`` (``None`` when missing or not finite)."""
-        name = metric.removeprefix("val/")
-        scores = (self.summary.get("eval") or {}).get("scores") or {}
-        if name in scores:
-            return _finite(scores[name].get("value")), scores[name].get("protocol_id")
-        final = self.summary.get("final") or {}
-        for key in (f"val/{name}", metric):
-            if key in final:
-                return _finite(final[key]), None
-        return None, None
-
-    def interval(self, metric: str) -> tuple[float, float] | None:
-        """The bootstrap interval ``(ci_low, ci_high)`` of a final score (``None`` without one)."""
-        entry = ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
-        lo, hi = _finite(entry.get("ci_low")), _finite(entry.get("ci_high"))
-        return (lo, hi) if lo is not None and hi is not None else None
-
-    def fit(self, metric: str) -> dict[str, Any]:
-        """Further fields of a score (FID_inf's ``fit``: counts and the FID at each), ``{}`` if none."""
-        entry = ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
-        return entry.get("fit") or {}
-
-    def history(self, metric: str, x: str = "step") -> list[tuple[float, float]]:
-        """(x, value) of every evaluation during training (``eval.history``), finite values only.
-
-        Args:
-            metric: A score of the history.
-            x: ``step``; ``train_flops`` or ``images`` (the compute ledger's per-step cost times the
-                step); ``wall_s`` (the run's wall time at the evaluation); ``samples`` (real samples
-                seen, from ``batches_seen``). Runs without the needed record give no points.
-        """
-        if x not in X_AXES:
-            raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
-        name = metric.removeprefix("val/")
-        rows = (self.summary.get("eval") or {}).get("history") or []
-        compute = self.summary.get("compute") or {}
-        per_step = {"step": 1.0, "train_flops": compute.get("flops_per_step"),
-                    "images": compute.get("images_per_step")}
-        if x == "samples" and self.samples_seen is not None and self.summary.get("steps"):
-            per_step["samples"] = self.samples_seen / self.summary["steps"]
-        out = []
-        for r in rows:
-            value = _finite(r.get(name))
-            pos = r.get("wall_s") if x == "wall_s" else (
-                r["step"] * per_step[x] if per_step.get(x) is not None else None)
-            if value is not None and pos is not None:
-                out.append((float(pos), value))
-        return out
-
-    @property
-    def samples_seen(self) -> int | None:
-        """Real samples drawn: batches per process x batch size x processes (``None`` if unknown)."""
-        batches = self.summary.get("batches_seen")
-        batch = self.config.get("data", {}).get("batch_size")
-        trainer = self.config.get("trainer", {})
-        devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-        if not all(isinstance(v, int) for v in (batches, batch, devices, nodes)):
-            return None
-        return batches * batch * devices * nodes
-
-
-def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def load_run(run_dir: str | Path) -> RunRecord:
-    """The :class:`RunRecord` of one run directory (``metrics.json``, ``config.yaml`` if present)."""
-    from omegaconf import OmegaConf
-
-    run_dir = Path(run_dir)
-    config: dict[str, Any] = {}
-    if (run_dir / "config.yaml").is_file():
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
-    return RunRecord(run_dir, read_json(run_dir / "metrics.json"), config)
-
-
-def collect_runs(root: str | Path) -> list[RunRecord]:
-    """Every run below ``root`` (a sweep folder, a folder of sweeps, or one run), sorted by path.
-
-    A ``metrics.json`` inside another run's folder (``gen-bench eval`` writes ``RUN/eval/*/metrics.json``)
-    is a re-evaluation of that run, not another run: it is left out.
-    """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder (pass a sweep folder, e.g. runs/sweeps/NAME)")
-    if (root / "metrics.json").is_file():
-        return [load_run(root)]
-    runs: list[Path] = []
-    for path in sorted(root.rglob("metrics.json"), key=lambda p: (len(p.parts), p)):
-        if not any(run in path.parents for run in runs):
-            runs.append(path.parent)
-    return [load_run(run) for run in sorted(runs)]
-
-
-def latest_sweep(output_root: str | Path = "runs") -> Path:
-    """The most recently modified folder of ``OUTPUT_ROOT/sweeps``."""
-    sweeps = [p for p in (Path(output_root) / "sweeps").glob("*") if p.is_dir()]
-    if not sweeps:
-        raise FileNotFoundError(f"no sweep in {Path(output_root) / 'sweeps'}; pass a sweep folder")
-    return max(sweeps, key=lambda p: p.stat().st_mtime)
 
 
 # --- grouping --------------------------------------------------------------------------------------------
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
-
-
-def _setting(run: RunRecord) -> dict[str, Any]:
-    """The run's config minus what differs between seeds of one setting or never changes results."""
-    flat = _flatten(run.config)
-    return {k: v for k, v in flat.items()
-            if not any(k == p or k.startswith(p + ".") for p in _IGNORED_PREFIXES)}
+def _setting(run: RunRecord) -> dict[str, str]:
+    """The run's config minus what differs between seeds of one setting or never changes results, as
+    dotted key -> the value in JSON (empty mappings left out)."""
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in flatten(run.config).items()
+            if v != {} and not under(k, (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS))}
 
 
 def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
@@ -272,7 +85,7 @@ def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
     for idx in by_pair.values():
         keys = sorted({k for i in idx for k in settings[i]})
         differing = [k for k in keys if len({settings[i].get(k) for i in idx}) > 1
-                     and not any(k == s or k.startswith(s + ".") for s in _STABILIZER_KEYS)]
+                     and not under(k, STABILIZER_KEYS)]
         for i in idx:
             labels[i] = ", ".join(f"{k}={json.loads(settings[i][k]) if k in settings[i] else None}"
                                   for k in differing)
@@ -483,7 +296,7 @@ def _reason(run: RunRecord, metric: str) -> str:
 
 
 def group_key(run: RunRecord, variant: str) -> tuple[str, str, str, str]:
-    return run.model, run.data, stabilizer_label(run.stabilizers), variant
+    return run.model, run.data, stabilizer_label(stabilizer_settings(run.config.get("model"))), variant
 
 
 def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, direction: str | None = None,
@@ -618,7 +431,7 @@ def rank_agreement(board: Leaderboard, runs: Sequence[RunRecord]) -> list[dict[s
         def value(run: RunRecord) -> float | None:
             fit = run.fit(f"fid_inf{suffix}")
             ok = fit.get("counts") and j < len(fit["counts"]) and fit["counts"][j] == count
-            return _finite(fit["fid"][j]) if ok else None
+            return finite(fit["fid"][j]) if ok else None
         return value
 
     blocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -798,8 +611,7 @@ def sampling_points(runs: Sequence[RunRecord], metric: str = "fid") -> dict[tupl
         if run.status != "completed":
             continue
         sections = [run.summary.get("eval") or {}]
-        for path in sorted(run.run_dir.glob("eval/*/metrics.json")):
-            sections.append(read_json(path).get("eval") or {})
+        sections += [summary.get("eval") or {} for summary in eval_results(run.run_dir)]
         for ev in sections:
             draw, score = ev.get("draw") or {}, ((ev.get("scores") or {}).get(metric) or {}).get("value")
             cost = draw.get("sampling_flops_per_sample")
@@ -959,11 +771,7 @@ def runs_from_wandb(project: str, group: str | None = None, entity: str | None =
 def available_metrics(runs: Sequence[RunRecord]) -> set[str]:
     """Every name :meth:`RunRecord.score` finds in some run: evaluation scores and final values
     (``val/`` dropped: ``fid``, ``precision``, ``train/loss_g``...)."""
-    names: set[str] = set()
-    for run in runs:
-        names.update(((run.summary.get("eval") or {}).get("scores") or {}).keys())
-        names.update(k.removeprefix("val/") for k in (run.summary.get("final") or {}))
-    return names
+    return set().union(*(score_names(run.summary) for run in runs))
 
 
 def leaderboard_command(argv: Sequence[str]) -> int:

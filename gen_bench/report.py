@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gen_bench import rundir
 from gen_bench.io import atomic_write_bytes
 from gen_bench.leaderboard import (
-    RunRecord,
     _variant_labels,
     build_leaderboard,
-    collect_runs,
     group_key,
     pareto_markdown,
     pareto_table,
@@ -32,6 +31,7 @@ from gen_bench.leaderboard import (
     plot_quality_vs_sampling_cost,
     sampling_points,
 )
+from gen_bench.rundir import RunRecord, collect_runs, latest_sweep
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -107,10 +107,10 @@ def _sample_section(runs: Sequence[RunRecord]) -> tuple[str, str]:
         model, data, stab, variant = key
         label = model + (f" [{stab}]" if stab != "none" else "") + (f" {variant}" if variant else "")
         caption = f"{label} on {data}, seed {run.seed}, step {run.summary.get('steps')}"
-        grid = _first_file(run, ["samples/final.png", "samples/scatter_final.png"])
+        grid = _first_file(run, [f"{rundir.SAMPLES}/final.png", f"{rundir.SAMPLES}/scatter_final.png"])
         if grid is not None:
             grids.append(_figure(grid, caption))
-        mem = _first_file(run, ["eval/memorization_final.png"])
+        mem = _first_file(run, [f"{rundir.EVAL}/memorization_final.png"])
         if mem is not None:
             memo.append(_figure(mem, caption))
     return "".join(grids), "".join(memo)
@@ -206,8 +206,6 @@ def report_command(argv: Sequence[str]) -> int:
     parser.add_argument("--metric", default="fid", help="ranking score (default: fid)")
     parser.add_argument("--output", "-o", help="where to write (default: SWEEP_DIR/report.html)")
     args = parser.parse_args(list(argv))
-    from gen_bench.leaderboard import latest_sweep
-
     try:
         sweep = Path(args.sweep_dir) if args.sweep_dir else latest_sweep()
         path = build_report(sweep, args.metric, args.output)

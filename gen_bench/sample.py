@@ -10,7 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gen_bench.checkpoint import load_run, resolve_device, run_dir_of
+from gen_bench import rundir
+from gen_bench.checkpoint import load_model, resolve_device
 from gen_bench.io import atomic_open
 from gen_bench.models import GenerativeModule
 from gen_bench.viz import save_image_grid, save_scatter
@@ -24,14 +25,12 @@ def draw(model: GenerativeModule, n: int, seed: int, sampler_cfg: DictConfig | N
     """``n`` samples from a CPU generator seeded with ``seed`` (the same samples on any device), and a
     label naming how they were drawn: the sampler's, or ``name`` for models that sample in one pass."""
     generator = torch.Generator().manual_seed(seed)
-    if hasattr(model, "bind_sampler"):  # diffusion: the sampler is chosen now, not at training time
-        factory = instantiate(sampler_cfg) if sampler_cfg is not None else None
-        label = model.bind_sampler(factory).label
-        return model.sample(n, generator=generator, sampler=factory), label
-    if sampler_cfg is not None:
+    factory = instantiate(sampler_cfg) if sampler_cfg is not None else None
+    label = model.sampler_label(factory)  # diffusion: the sampler is chosen now, not at training time
+    if label is None and sampler_cfg is not None:
         log.warning("%s samples in one pass; sampler=%s is ignored", type(model).__name__,
                     sampler_cfg.get("_target_"))
-    return model.sample(n, generator=generator), name
+    return model.sample(n, generator=generator, sampler=factory), label or name
 
 
 def sample_command(cfg: DictConfig) -> None:
@@ -43,12 +42,10 @@ def sample_command(cfg: DictConfig) -> None:
     """
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
-    model, _, run_cfg, ckpt = load_run(cfg.ckpt, map_location=resolve_device(cfg.device))
-    if hasattr(model, "progress"):  # a diffusion model: show its sampling steps
-        model.progress = True
-    if not cfg.get("ema", True) and getattr(model, "ema_weights", None) is not None:
-        model.ema_weights = None
-    uses_ema = getattr(model, "ema_weights", None) is not None
+    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=resolve_device(cfg.device),
+                                         ema=cfg.get("ema", True))
+    model.progress = True  # models that sample in many steps show them
+    uses_ema = model.ema_weights is not None
 
     start = time.perf_counter()
     name = run_cfg.model.get("name") or type(model).__name__.lower()
@@ -56,7 +53,8 @@ def sample_command(cfg: DictConfig) -> None:
     seconds = time.perf_counter() - start
     samples = samples.cpu()
 
-    out = Path(cfg.out) if cfg.out else run_dir_of(cfg.ckpt) / "samples" / f"sample_{label}_{cfg.n}"
+    default_out = rundir.run_dir_of(cfg.ckpt) / rundir.SAMPLES / f"sample_{label}_{cfg.n}"
+    out = Path(cfg.out) if cfg.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     spec = model.spec
     title = f"{name} step {ckpt.get('global_step')} ({label}{', EMA' if uses_ema else ''})"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import secrets
 import signal
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gen_bench import interrupt
+from gen_bench import interrupt, rundir
 from gen_bench.callbacks import (
     AtomicCheckpointIO,
     ConfiguredLearningRates,
@@ -35,9 +32,9 @@ from gen_bench.checkpoint import read_checkpoint
 from gen_bench.compute import Budget, ComputeLedger, StepCost, count_parameters, world_size_of
 from gen_bench.config import flatten
 from gen_bench.evaluation import settings_from
-from gen_bench.io import atomic_write_bytes, atomic_write_json, read_json
-from gen_bench.leaderboard import stabilizer_tags
+from gen_bench.io import atomic_write_bytes
 from gen_bench.models import build_model
+from gen_bench.models.stabilizers import stabilizer_tags
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +80,9 @@ class DivergenceGuard(Callback):
 
 
 class _EndOnly(Callback):
-    """Runs only the end of training (last.ckpt, the final sample grid and evaluation, metrics.json) of
-    a run resumed from a checkpoint that holds all its steps: one stopped, or failed, in that end.
+    """Runs only the end of training (the last checkpoint, the final sample grid and evaluation, the run's
+    metrics) of a run resumed from a checkpoint that holds all its steps: one stopped, or failed, in
+    that end.
 
     Lightning skips a fit whose checkpoint has reached ``max_steps``, end included; the run is started
     with one step more and this sets the limit back before the first step, so the loop ends at once.
@@ -95,37 +93,6 @@ class _EndOnly(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         trainer.fit_loop.epoch_loop.max_steps = self.max_steps
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from.
-
-    Args:
-        resume: ``None`` (fresh run), ``auto`` (this run directory's ``last.ckpt`` if there is
-            one, else a fresh run), a checkpoint file, or a run directory.
-        run_dir: This run's directory.
-    """
-    if resume is None or resume is False:
-        return None
-    if str(resume) == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return last if last.is_file() else None
-    path = Path(str(resume)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"resume={resume}: no checkpoint at {path}. Pass a .ckpt file, a run directory holding "
-            "checkpoints/last.ckpt, or resume=auto"
-        )
-    return path
-
-
-def config_digest(cfg: dict[str, Any]) -> str:
-    """sha256 of the config minus what does not change results (paths, resume, loggers)."""
-    ignored = {"resume", "run_dir", "output_root", "logger", "overwrite", "callbacks"}
-    payload = json.dumps({k: v for k, v in cfg.items() if k not in ignored}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _sweep_name() -> str | None:
@@ -139,12 +106,9 @@ def _sweep_name() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
-WANDB_ID_FILE = "wandb_run_id"  # in the run folder: the wandb run every session of the run logs to
-
-
 def _wandb_run_id(run_dir: Path, resuming: bool) -> str:
     """The run's wandb id: the saved one when the run is resumed, else a new one (saved)."""
-    path = run_dir / WANDB_ID_FILE
+    path = run_dir / rundir.WANDB_ID
     if resuming and path.is_file():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)  # wandb ids: letters and digits
@@ -172,18 +136,6 @@ def _configure_wandb(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> 
                 node.name = run_dir.name
 
 
-def _record_failure(run_dir: Path, info: dict[str, Any], error: BaseException) -> None:
-    """``metrics.json`` of a run that failed before training started (bad data path, bad config)."""
-    if rank_zero_only.rank != 0:
-        return
-    path = run_dir / "metrics.json"
-    previous = read_json(path) if path.is_file() else {}
-    err = "".join(traceback.format_exception_only(type(error), error)).strip()
-    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
-    atomic_write_json(path, {**previous, **info, "status": "failed", "steps": previous.get("steps", 0),
-                             "error": err, "traceback": tb})
-
-
 def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -> None:
     """Put the final metrics in each wandb run's summary (the runs table sorts by them) and finish the
     run, so the next job of an in-process sweep starts its own run instead of logging into this one."""
@@ -192,10 +144,8 @@ def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -
             continue
         run = lg.experiment
         if summary is not None:
-            scores = (summary.get("eval") or {}).get("scores") or {}
-            final = {**summary.get("final", {}),  # the evaluation's float64 scores over their float32 copies
-                     **{f"val/{k}": s["value"] for k, s in scores.items() if s.get("value") is not None}}
-            final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            final = {k: v for k, v in rundir.final_values(summary).items()
+                     if isinstance(v, (int, float)) and math.isfinite(v)}
             run.summary.update({**final, "status": summary.get("status"), "steps": summary.get("steps"),
                                 "wall_time_s": summary.get("wall_time_s")})
             if summary.get("error"):
@@ -206,10 +156,10 @@ def _finish_wandb(loggers: list, summary: dict[str, Any] | None, failed: bool) -
 def _check_training_sampler(model_cfg: DictConfig, model) -> None:
     """Build the sampler previews and evaluation will use now, so a bad one fails before training."""
     node = model_cfg.get("training_sampler")
-    if node is None or not hasattr(model, "bind_sampler"):
+    if node is None:
         return
     try:
-        model.bind_sampler(instantiate(node))
+        model.sampler_label(instantiate(node))  # binds it (models that sample in one pass ignore it)
     except ValueError as e:
         raise ValueError(f"model.training_sampler: {e}. Set model.training_sampler.steps=N or "
                          "model.training_sampler=null (the model's own sampler)") from e
@@ -234,18 +184,12 @@ def check_config(resolved: dict[str, Any]) -> None:
     settings_from(resolved.get("eval"))  # the metrics' needs (PRDC's k neighbours...), see EvalSettings
 
 
-# What a resumed run may change, besides its learning rates (applied: ConfiguredLearningRates): paths,
-# logging and display, the evaluation, speed options, and the budget (a larger trainer.max_steps trains
-# the run on). Any other change would silently train a different run than its config says.
-_RESUME_BOOKKEEPING = ("run_dir", "resume", "output_root", "overwrite")
-_RESUME_ALLOWED = ("logger", "callbacks", "eval", "tags", "objective", "trainer.max_steps",
-                   "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-                   "trainer.accelerator", "data.num_workers", "matmul_precision", "channels_last", "compile",
-                   "compile_kwargs")
-
-
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
+# What a resumed run may change, besides its learning rates (applied: ConfiguredLearningRates): the
+# result-neutral settings (paths, logging and display, labels), the evaluation, speed options, and the
+# budget (a larger trainer.max_steps trains the run on); changes of the bookkeeping keys are not even
+# recorded. Any other change would silently train a different run than its config says.
+_RESUME_ALLOWED = (*rundir.RESULT_NEUTRAL_KEYS, "eval", "trainer.max_steps", "trainer.accelerator",
+                   "data.num_workers", "matmul_precision", "channels_last", "compile", "compile_kwargs")
 
 
 def resume_changes(saved: dict[str, Any], new: dict[str, Any], where: str | Path) -> dict[str, list]:
@@ -269,8 +213,8 @@ def resume_changes(saved: dict[str, Any], new: dict[str, Any], where: str | Path
     absent = "(absent)"
     a, b = flatten(saved), flatten(new)
     changed = {k: [a.get(k, absent), b.get(k, absent)] for k in sorted(set(a) | set(b))
-               if a.get(k, absent) != b.get(k, absent) and not _under(k, _RESUME_BOOKKEEPING)}
-    refused = [k for k in changed if not _under(k, _RESUME_ALLOWED) and k.rsplit(".", 1)[-1] != "lr"]
+               if a.get(k, absent) != b.get(k, absent) and not rundir.under(k, rundir.BOOKKEEPING_KEYS)}
+    refused = [k for k in changed if not rundir.under(k, _RESUME_ALLOWED) and k.rsplit(".", 1)[-1] != "lr"]
     if refused:
         shown = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
         raise ValueError(f"resume: {where} was trained with other settings ({shown}); a resume applies only "
@@ -288,7 +232,8 @@ warnings.filterwarnings("ignore",
 
 def _target_steps(cfg: DictConfig, budget: Budget, previous: dict[str, Any]) -> int | None:
     """The step this run trains to: ``trainer.max_steps``, or under a budget the budget's steps for
-    the step cost measured in an earlier session (``metrics.json``); ``None`` when not yet measured."""
+    the step cost measured in an earlier session (``previous``, the run's metrics); ``None`` when not yet
+    measured."""
     if not budget.active:
         return int(cfg.trainer.max_steps)
     c = previous.get("compute") or {}
@@ -312,26 +257,24 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     check_config(resolved)
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = resolve_resume(cfg.resume, run_dir)
+    ckpt_path = rundir.resolve_resume(cfg.resume, run_dir)
     if str(cfg.resume) == "auto" and ckpt_path is None:  # a changed budget names another folder
         log.info("resume=auto: no checkpoint in %s, so a new run (to train an existing run longer: "
                  "gen-bench train resume=runs/RUN trainer.max_steps=N)", run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is None and last.exists() and not cfg.get("overwrite", False):
+    if ckpt_path is None and rundir.last_checkpoint(run_dir).exists() and not cfg.get("overwrite", False):
         raise RunExistsError(
-            f"{run_dir} already holds a run (checkpoints/last.ckpt). Pass resume=auto to continue it, "
-            "overwrite=true to start it again from scratch, or output_root=DIR to run elsewhere"
+            f"{run_dir} already holds a run ({rundir.last_checkpoint_name()}). Pass resume=auto to continue "
+            "it, overwrite=true to start it again from scratch, or output_root=DIR to run elsewhere"
         )
     if cfg.get("overwrite", False) and ckpt_path is None:
-        for stale in (run_dir / "checkpoints").glob("*.ckpt"):
+        for stale in rundir.last_checkpoint(run_dir).parent.glob("*.ckpt"):
             stale.unlink()
 
-    summary_path = run_dir / "metrics.json"
-    previous = read_json(summary_path) if summary_path.is_file() else {}
+    previous = rundir.read_metrics(run_dir)
     budget = Budget(**(cfg.get("budget") or {}))
     target_steps = _target_steps(cfg, budget, previous)
     if cfg.resume is not None and previous:  # e.g. a sweep run again with resume=auto
-        # by metrics.json, not by the checkpoint: last.ckpt may predate the last steps of a finished run
+        # by the run's metrics, not by its checkpoint: that may predate the last steps of a finished run
         if (previous.get("status") == "completed" and target_steps is not None
                 and target_steps <= (previous.get("steps") or 0)):
             log.info("%s already completed %d steps: nothing to do", run_dir, previous["steps"])
@@ -354,9 +297,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     loggers: list = []
     summary = None
     try:
-        info.update(config_digest=config_digest(resolved), tags=dict(resolved.get("tags") or {}))
+        info.update(config_digest=rundir.config_digest(resolved), tags=dict(resolved.get("tags") or {}))
         if rank_zero_only.rank == 0:
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            OmegaConf.save(cfg, run_dir / rundir.CONFIG, resolve=True)
         torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
@@ -374,7 +317,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         # before any callback averages, evaluates or saves NaN weights. Then weight EMA (its settings
         # live with the model), so the training state's checkpoints and every callback that samples
         # (grids, evaluation) see the EMA with the step's update. Then the training state, which writes
-        # last.ckpt at train end before the grids and the evaluation.
+        # the last checkpoint at train end before the grids and the evaluation.
         ema = [instantiate(cfg.model.ema)] if cfg.model.get("ema") is not None else []
         if cfg.trainer.get("enable_model_summary", True):  # ours, not Lightning's (a FLOPs total of 0)
             callbacks.append(ModelSummary())
@@ -395,9 +338,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers,
                                          plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
     except Exception as e:
-        _record_failure(run_dir, info, e)
-        _finish_wandb(loggers, read_json(run_dir / "metrics.json") if rank_zero_only.rank == 0 else None,
-                      failed=True)
+        if rank_zero_only.rank == 0:
+            rundir.record_failure(run_dir, info, e)
+        summary = rundir.read_metrics(run_dir) if rank_zero_only.rank == 0 else None
+        _finish_wandb(loggers, summary, failed=True)
         raise
     failed = True
     try:
@@ -412,15 +356,15 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
             # for finished. Exit with the signal's code instead (143), as Interrupted does.
             stop = e if isinstance(e, interrupt.Interrupted) else interrupt.Interrupted(signal.SIGTERM)
             if rank_zero_only.rank == 0:
-                print(f"[gen-bench] {stop} at step {trainer.global_step}: checkpoints/last.ckpt holds it; "
-                      "run the same command with resume=auto to continue", file=sys.stderr)
+                print(f"[gen-bench] {stop} at step {trainer.global_step}: {rundir.last_checkpoint_name()} "
+                      "holds it; run the same command with resume=auto to continue", file=sys.stderr)
             raise stop from None
-        summary = read_json(run_dir / "metrics.json")
+        summary = rundir.read_metrics(run_dir)
         failed = summary.get("status") != "completed"
         return summary
     finally:
-        if failed and summary is None and (run_dir / "metrics.json").is_file():
-            summary = read_json(run_dir / "metrics.json")
+        if failed and summary is None and rundir.metrics_path(run_dir).is_file():
+            summary = rundir.read_metrics(run_dir)
         _finish_wandb(loggers, summary, failed)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # the next job of a sweep sets up its own

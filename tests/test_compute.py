@@ -139,7 +139,7 @@ def test_a_sweep_under_one_budget_spends_it_within_one_step_per_model(tmp_path):
 
 def _record(tmp_path, model: str, seed: int, fids: list[float], flops_per_step: float, cost: float,
             images: int = 1000):
-    from gen_bench.leaderboard import RunRecord
+    from gen_bench.rundir import RunRecord
 
     history = [{"step": 10 * (k + 1), "fid": f} for k, f in enumerate(fids)]
     summary = {"status": "completed", "model": model, "data": "digits", "seed": seed, "steps": 10 * len(fids),

@@ -12,8 +12,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gen_bench.config import config_dir, run_slug
+from gen_bench.config import config_dir
 from gen_bench.models import build_model
+from gen_bench.rundir import run_slug
 
 from conftest import REPO, compose_train, run_cli
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from gen_bench.config import config_dir
 from gen_bench.eval import eval_command
 from gen_bench.io import read_json
-from gen_bench.leaderboard import load_run
+from gen_bench.rundir import read_run
 
 from conftest import QUIET, run_cli
 
@@ -27,7 +27,7 @@ def test_two_process_ddp_training_in_a_sweep(tmp_path):
     run_dir = metrics.parent
     summary = read_json(metrics)
     assert summary["status"] == "completed" and summary["steps"] == 6 and summary["batches_seen"] == 6
-    assert load_run(run_dir).samples_seen == 6 * 64 * 2  # the leaderboard's count: steps x batch x processes
+    assert read_run(run_dir).samples_seen == 6 * 64 * 2  # the leaderboard's count: steps x batch x processes
     assert [h["step"] for h in summary["eval"]["history"]] == [3, 6]
     # the second process ran this one job, in this job's folder (not the sweep, not runs/<overrides>)
     assert (run_dir / "train_ddp_process_1.log").is_file()

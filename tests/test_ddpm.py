@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion
@@ -266,7 +266,7 @@ def test_previews_and_training_time_scores_use_the_training_sampler(tmp_path):
     summary = run_training(compose_train(over, tmp_path / "ddim"))
     assert summary["eval"]["draw"]["sampler"] == "ddim3"
     assert summary["eval"]["draw"]["sampler_config"]["steps"] == 3
-    model, dm, cfg, _ = load_run(tmp_path / "ddim")
+    model, dm, cfg, _ = load_model(tmp_path / "ddim")
     assert model.bind_sampler().label == "ddpm"  # its own sampler is still ancestral
     grid = cfg.callbacks.sample_grid
     pts = model.sample(grid.num_points, generator=torch.Generator().manual_seed(grid.seed),

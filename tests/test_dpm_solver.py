@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler, DPMSolverPP, GaussianDiffusion, sample_loop
@@ -175,7 +175,7 @@ def test_ddpm_previews_scores_sample_and_eval_with_dpmpp(tmp_path):
             "eval.every_n_steps=0"]
     summary = run_training(compose_train(over, tmp_path / "run"))
     assert summary["eval"]["draw"]["sampler"] == "dpmpp2m3"
-    model, *_ = load_run(tmp_path / "run")
+    model, *_ = load_model(tmp_path / "run")
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         scfg = compose("sample", overrides=[f"ckpt={tmp_path / 'run'}", "n=16", "sampler=dpmpp",

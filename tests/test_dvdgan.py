@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from gen_bench.callbacks import SampleGrid
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.eval import eval_command
@@ -223,7 +223,7 @@ def test_gen_bench_sample_writes_a_gif_and_a_frame_grid(run, tmp_path):
         cfg = compose("sample", overrides=[f"ckpt={root / 'full'}", "n=5", f"out={tmp_path}", "seed=3"])
     sample_command(cfg)
     x = torch.load(tmp_path / "samples.pt")
-    model, *_ = load_run(root / "full")
+    model, *_ = load_model(root / "full")
     assert model.ema_weights is not None  # sampled with the EMA generator
     assert x.shape == (5, 1, 4, 16, 16) and torch.equal(x, model.sample(5, torch.Generator().manual_seed(3)))
     gif = read_gif(tmp_path / "samples.gif")
@@ -259,7 +259,7 @@ class RecordingWandb(WandbLogger):
 
 
 def test_sample_grids_of_video_go_to_wandb_as_video(run, tmp_path):
-    model, *_ = load_run(run[0] / "full")
+    model, *_ = load_model(run[0] / "full")
     wandb = RecordingWandb()
     trainer = SimpleNamespace(global_step=7, loggers=[wandb])
     paths = SampleGrid(tmp_path, num_samples=4).save(trainer, model, "step_0000007")

@@ -1,4 +1,4 @@
-"""Weight EMA: the closed form, sampling with EMA weights, checkpoints and load_run."""
+"""Weight EMA: the closed form, sampling with EMA weights, checkpoints and load_model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import GaussianDiffusion, sample_loop
 from gen_bench.ema import EMA, EMAWeights
@@ -112,11 +112,11 @@ def test_ema_callback_needs_a_model_that_samples_from_ema_weights():
 
 def test_dcgan_generator_ema_is_updated_once_per_generator_step_and_sampled(tmp_path):
     """DCGAN with model.ema: one EMA update per G step (not per D step), BatchNorm buffers included,
-    saved in the checkpoint and used by load_run's model.sample(); the live weights stay put."""
+    saved in the checkpoint and used by load_model's model.sample(); the live weights stay put."""
     over = ["data=digits", "model=dcgan", *TINY_IMAGE, "data.batch_size=8", "trainer.max_steps=5",
             "model.ema={_target_:gen_bench.ema.EMA,decay:0.5,warmup:0}", *FAST]
     run_training(compose_train(over, tmp_path / "ema"))
-    model, _, _, ckpt = load_run(tmp_path / "ema")
+    model, _, _, ckpt = load_model(tmp_path / "ema")
     assert ckpt["global_step"] == 5 and ckpt["ema"]["num_updates"] == 5
     assert ckpt["ema"]["network"] == "generator"
     ema, live = ckpt["ema"]["state_dict"], ckpt["state_dict"]
@@ -133,13 +133,13 @@ def test_dcgan_generator_ema_is_updated_once_per_generator_step_and_sampled(tmp_
         assert torch.equal(v, live[f"generator.{k}"])
 
 
-def test_checkpoint_carries_the_ema_and_load_run_samples_with_it(tmp_path):
+def test_checkpoint_carries_the_ema_and_load_model_samples_with_it(tmp_path):
     over = ["data=ring8", "model=ddpm", "data.batch_size=32", "model.nets.toy2d.denoiser.hidden=16",
             "model.diffusion.num_timesteps=5", "model.training_sampler=null", "trainer.max_steps=6",
             "callbacks.sample_grid.num_points=16",
             "model.ema.decay=0.5", "model.ema.warmup=0", "model.progress=false", *FAST]
     run_training(compose_train(over, tmp_path / "ema"))
-    model, _, cfg, ckpt = load_run(tmp_path / "ema")
+    model, _, cfg, ckpt = load_model(tmp_path / "ema")
     assert ckpt["ema"]["num_updates"] == ckpt["global_step"] == 6 and cfg.model.ema.decay == 0.5
     assert model.ema_weights is not None and model.ema_weights.num_updates == 6
     averaged = copy.deepcopy(model.denoiser)
@@ -150,7 +150,14 @@ def test_checkpoint_carries_the_ema_and_load_run_samples_with_it(tmp_path):
     got = model.sample(8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(got, expected * model.toy_scale, atol=1e-6)
     assert not torch.allclose(averaged.state_dict()["out.weight"], model.denoiser.state_dict()["out.weight"])
+    live, *_ = load_model(tmp_path / "ema", ema=False)  # the live weights: gen-bench sample/eval ema=false
+    assert live.ema_weights is None
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        expected = sample_loop(model.denoiser.eval(), model.bind_sampler(), torch.randn(8, 2, generator=g), g)
+    got = live.sample(8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, expected * model.toy_scale, atol=1e-6)
 
     run_training(compose_train([*over, "model.ema=null"], tmp_path / "plain"))
-    plain, _, _, ckpt = load_run(tmp_path / "plain")
+    plain, _, _, ckpt = load_model(tmp_path / "plain")
     assert "ema" not in ckpt and plain.ema_weights is None

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gen_bench.checkpoint import load_run
+from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler, EulerSampler, HeunSampler, RectifiedFlow, flow_sample_loop
@@ -299,7 +299,7 @@ def test_training_sampler_for_scores_and_any_sampler_for_sample_and_eval(tmp_pat
             "eval.batch_size=32", "eval.metrics=[fid]", "eval.every_n_steps=0"]
     summary = run_training(compose_train(over, tmp_path / "run"))
     assert summary["eval"]["draw"]["sampler"] == "euler3"
-    model, *_ = load_run(tmp_path / "run")
+    model, *_ = load_model(tmp_path / "run")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         scfg = compose("sample", overrides=[f"ckpt={tmp_path / 'run'}", "n=16", "sampler=heun",
                                             "sampler.steps=2", f"out={tmp_path / 'samples'}"])

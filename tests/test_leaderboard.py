@@ -19,14 +19,12 @@ from gen_bench.cli import main
 from gen_bench.io import atomic_write_json
 from gen_bench.leaderboard import (
     build_leaderboard,
-    collect_runs,
     default_direction,
     plot_metric_over_steps,
     runs_from_wandb,
-    stabilizer_label,
-    stabilizer_settings,
-    stabilizer_tags,
 )
+from gen_bench.models.stabilizers import stabilizer_label, stabilizer_settings, stabilizer_tags
+from gen_bench.rundir import collect_runs
 
 DCGAN = {"name": "dcgan", "spectral_norm": False, "real_label": 1.0,
          "instance_noise": {"sigma_start": 0.0, "anneal_steps": 0}, "grad_clip_g": None, "grad_clip_d": None,

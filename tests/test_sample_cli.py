@@ -9,11 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
 
-from gen_bench.checkpoint import load_run, run_dir_of
+from gen_bench.checkpoint import load_model
 from gen_bench.cli import quote_paths
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.io import read_json
+from gen_bench.rundir import run_dir_of
 from gen_bench.sample import sample_command
 from gen_bench.train import run_training
 
@@ -43,7 +44,7 @@ def test_ddpm_sampler_is_chosen_at_sampling_time(ddpm_run):
     out = ddpm_run / "samples" / "sample_ddim2_16"
     assert (out / "scatter.png").is_file()
     got = torch.load(out / "samples.pt")
-    model, *_ = load_run(ddpm_run)
+    model, *_ = load_model(ddpm_run)
     expected = model.sample(16, generator=torch.Generator().manual_seed(0),
                             sampler=lambda d, **kw: DDIMSampler(d, steps=2, **kw))
     assert got.shape == (16, 2) and torch.equal(got, expected)
@@ -102,7 +103,7 @@ def test_ema_false_samples_and_scores_the_live_weights(ddpm_run, tmp_path):
     from gen_bench.eval import eval_command
     from gen_bench.evaluation import Evaluator
 
-    model, datamodule, _, _ = load_run(ddpm_run)
+    model, datamodule, _, _ = load_model(ddpm_run)
     assert model.ema_weights is not None
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     with_ema = model.sample(8, generator=g())
@@ -135,11 +136,11 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path):
     junk = tmp_path / "notes.ckpt"
     junk.write_text("not a checkpoint\n")
     with pytest.raises(ValueError, match=r"notes.ckpt is not a gen-bench checkpoint \(torch.load: .*\)"):
-        load_run(junk)
+        load_model(junk)
     plain = tmp_path / "tensor.ckpt"
     torch.save({"weights": torch.zeros(2)}, plain)  # loads, but is no Lightning checkpoint
     with pytest.raises(ValueError, match="tensor.ckpt is not a Lightning checkpoint"):
-        load_run(plain)
+        load_model(plain)
 
 
 def compose_eval(overrides: list[str]):

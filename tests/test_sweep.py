@@ -15,7 +15,9 @@ from omegaconf import OmegaConf
 
 from gen_bench.config import config_dir
 from gen_bench.io import read_json
-from gen_bench.leaderboard import build_leaderboard, collect_runs, stabilizer_settings
+from gen_bench.leaderboard import build_leaderboard
+from gen_bench.models.stabilizers import stabilizer_settings
+from gen_bench.rundir import collect_runs
 from gen_bench.train import DivergedError, run_training
 
 from conftest import QUIET, compose_train, run_cli

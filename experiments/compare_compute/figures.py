@@ -12,13 +12,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from gen_bench.leaderboard import (
-    collect_runs,
     curves,
     pareto_markdown,
     pareto_table,
     plot_metric_over_steps,
     plot_quality_vs_sampling_cost,
 )
+from gen_bench.rundir import collect_runs
 
 OUT = Path(__file__).parent
 MODELS = ["dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -11,19 +12,36 @@ from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
 
+if TYPE_CHECKING:
+    from gen_bench.ema import EMAWeights
+
 
 class GenerativeModule(L.LightningModule):
     """Base class of every model.
 
-    The evaluator, the sample-grid callback and the leaderboard use only :meth:`sample`
-    (and :meth:`interpolate` for latent models) and :attr:`spec`.
+    The evaluator, the sample and eval commands, the sample-grid callback and the leaderboard use
+    only what this class declares: :meth:`sample` (and :meth:`interpolate` for latent models),
+    :meth:`sampler_label`, :attr:`spec`, :attr:`is_conditional`, :attr:`ema_weights` and
+    :attr:`progress`. Each has a default that is right for a model without the feature, so callers
+    never probe a model for it.
 
     Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
     (toy data: (N, 2) in data units).
 
+    Attributes:
+        is_conditional: Whether :meth:`sample` takes ``labels`` (a class-conditional model sets it).
+        ema_weights: The averaged weights samples are drawn with (``None``: the live weights, and
+            always for a model without weight EMA); setting it to ``None`` samples with the live ones.
+        progress: Show a progress bar while sampling (models that sample in many network passes;
+            ignored by models that sample in one).
+
     Args:
         spec: The dataset's spec.
     """
+
+    is_conditional: bool = False
+    ema_weights: EMAWeights | None = None
+    progress: bool = False
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__()
@@ -63,13 +81,47 @@ class GenerativeModule(L.LightningModule):
         return x if self.spec.kind == "toy2d" else ((x + 1) / 2).clamp(0, 1)
 
     # --- the contract -----------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, *, labels: Tensor | None = None,
+               sampler: Any = None) -> Tensor:
         """Draw ``n`` samples without touching the global RNG when ``generator`` is given.
+
+        Args:
+            n: Number of samples.
+            generator: Source of every random number of the draw (``None``: the global RNG).
+            labels: (n,) class labels, for models whose :attr:`is_conditional` is true; an error
+                for the others (:meth:`check_labels`).
+            sampler: A sampler factory (``conf/sampler/``, Hydra ``_partial_``) that overrides the
+                model's own sampler; ignored by models that sample in one pass (GANs), whose
+                :meth:`sampler_label` is ``None``.
 
         Returns:
             (n, C, H, W) images in [0, 1], (n, C, T, H, W) video in [0, 1], or (n, 2) points.
         """
         raise NotImplementedError
+
+    def sampler_label(self, sampler: Any = None) -> str | None:
+        """The label of the sampler :meth:`sample` draws with given ``sampler`` (``ddim50``, ``heun50``;
+        ``None`` for the model's own), recorded with every score; ``None`` for models that sample in
+        one pass.
+
+        Raises:
+            ValueError: ``sampler`` cannot sample this model (a flow sampler for DDPM, say).
+        """
+        return None
+
+    def check_labels(self, labels: Tensor | None, n: int) -> None:
+        """Refuse ``labels`` for an unconditional model, and labels that are not one per sample.
+
+        Raises:
+            ValueError: Naming the problem.
+        """
+        if labels is None:
+            return
+        if not self.is_conditional:
+            raise ValueError(f"{type(self).__name__} is not class-conditional (is_conditional is false): "
+                             "sample it without labels")
+        if labels.shape != (n,):
+            raise ValueError(f"labels must be one class per sample, shape ({n},); got {tuple(labels.shape)}")
 
     def interpolate(self, z0: Tensor, z1: Tensor, steps: int) -> Tensor:
         """Samples along a path between two latents (latent models only)."""

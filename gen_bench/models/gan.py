@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,11 @@ class GANBase(EMASampling, GenerativeModule):
         with self.sampling_mode():
             return self.to_data_space(self.generator(z.to(self.device)))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, *, labels: Tensor | None = None,
+               sampler: Any = None) -> Tensor:
+        """``n`` samples from one generator pass over fresh latents; ``sampler`` is ignored (a GAN
+        has no sampler to choose)."""
+        self.check_labels(labels, n)
         return self.decode(self.sample_latent(n, generator))
 
     def interpolate(self, z0: Tensor, z1: Tensor, steps: int, mode: str = "slerp") -> Tensor:

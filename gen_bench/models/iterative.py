@@ -110,7 +110,11 @@ class IterativeModule(EMASampling, GenerativeModule):
         """Run a bound ``sampler`` from ``noise`` (B, ...) to samples in model space."""
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None, sampler: Any = None) -> Tensor:
+    def sampler_label(self, sampler: Any = None) -> str:
+        return self.bind_sampler(sampler).label
+
+    def sample(self, n: int, generator: torch.Generator | None = None, *, labels: Tensor | None = None,
+               sampler: Any = None) -> Tensor:
         """Draw ``n`` samples with the model's sampler (or ``sampler``), using EMA weights if any.
 
         All noise, the starting noise and any noise along the way, comes from ``generator`` when given.
@@ -118,6 +122,7 @@ class IterativeModule(EMASampling, GenerativeModule):
         Returns:
             (n, C, H, W) images in [0, 1] or (n, 2) points in data units.
         """
+        self.check_labels(labels, n)
         bound = self.bind_sampler(sampler)
         out = []
         with self.sampling_mode():
