@@ -100,17 +100,13 @@ class DVDGAN(GANBase):
         losses_d = {name: hinge_d_loss(s_real[name], s_fake[name]) for name in s_real}
         loss_d = sum(losses_d.values())
         with self.uncounted_step(opt_d):
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.update(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
 
         # G step on the same fakes, through the updated discriminators
         self.toggle_optimizer(opt_g)
         loss_g = sum(hinge_g_loss(s) for s in self.scores(fake).values())
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        opt_g.step()
+        self.update(opt_g, loss_g)
         self.untoggle_optimizer(opt_g)
 
         logged = {keys.LOSS_D: loss_d.detach(), keys.LOSS_G: loss_g.detach()}

@@ -92,6 +92,7 @@ class GANBase(EMASampling, GenerativeModule):
 
     def __init__(self, spec: DataSpec, generator: nn.Module, pack: int = 1) -> None:
         super().__init__(spec)
+        self._clip_next: float | None = None  # the clip of the optimizer step in progress (update)
         self.generator = generator
         self.automatic_optimization = False
         self.pack = check_pack(pack)
@@ -110,6 +111,24 @@ class GANBase(EMASampling, GenerativeModule):
             raise ValueError(f"the {role} takes packs of {built} samples but model.pack={self.pack}; build "
                              f"it with pack={self.pack} (the model configs pass model.pack to it)")
         return network
+
+    def update(self, optimizer, loss: Tensor, clip: float | None = None) -> None:
+        """One manual optimization step: zero the gradients, backward ``loss``, step ``optimizer``
+        (its networks toggled by the caller), clipping the gradient norm to ``clip`` when set."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._clip_next = clip  # applied in on_before_optimizer_step, on unscaled gradients
+        try:
+            optimizer.step()
+        finally:
+            self._clip_next = None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside optimizer.step(), after the fp16 precision plugin has unscaled
+        # the gradients and before the update: a clip applied before step() would bound the
+        # loss-scaled gradients (x65536 at the start), not the true ones.
+        if self._clip_next is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self._clip_next, gradient_clip_algorithm="norm")
 
     @property
     def latent_dim(self) -> int:
@@ -188,7 +207,6 @@ class DCGAN(GANBase):
             instance_noise = InstanceNoise(**(instance_noise or {}))
         self.instance_noise = instance_noise
         self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
-        self._clip_next: float | None = None
 
     def configure_optimizers(self):
         return (self.optimizer_g(self.generator.parameters()),
@@ -207,21 +225,6 @@ class DCGAN(GANBase):
         """Non-saturating loss: -log D(G(z))."""
         return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
 
-    def _step(self, optimizer, loss: Tensor, clip: float | None) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._clip_next = clip  # applied in on_before_optimizer_step, on unscaled gradients
-        try:
-            optimizer.step()
-        finally:
-            self._clip_next = None
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # Lightning calls this inside optimizer.step(), after the fp16 precision plugin has unscaled
-        # the gradients and before the update: a clip applied before step() would bound the
-        # loss-scaled gradients (x65536 at the start), not the true ones.
-        if self._clip_next is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self._clip_next, gradient_clip_algorithm="norm")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -235,13 +238,13 @@ class DCGAN(GANBase):
         logits_fake = self.discriminator(self.packed(self.noisy(fake.detach(), sigma)))
         loss_d = self.discriminator_loss(logits_real, logits_fake)
         with self.uncounted_step(opt_d):
-            self._step(opt_d, loss_d, self.grad_clip_d)
+            self.update(opt_d, loss_d, self.grad_clip_d)
         self.untoggle_optimizer(opt_d)
 
         # G step on the same fakes, through the updated D.
         self.toggle_optimizer(opt_g)
         loss_g = self.generator_loss(self.discriminator(self.packed(self.noisy(fake, sigma))))
-        self._step(opt_g, loss_g, self.grad_clip_g)
+        self.update(opt_g, loss_g, self.grad_clip_g)
         self.untoggle_optimizer(opt_g)
 
         self.log_dict({

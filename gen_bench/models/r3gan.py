@@ -124,9 +124,7 @@ class R3GAN(GANBase):
         adversarial = relativistic_discriminator_loss(logits[:k], logits[k:])
         loss_d = adversarial + self.gamma / 2 * (r1 + r2)
         with self.uncounted_step(opt_d):
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.update(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
 
         # G step on fresh latents, through the updated D.
@@ -134,9 +132,7 @@ class R3GAN(GANBase):
         fake = self.generator(self.sample_latent(n))
         logits_g = self.discriminator(torch.cat([real_packs, self.packed(fake)]))
         loss_g = relativistic_generator_loss(logits_g[:k], logits_g[k:])
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        opt_g.step()
+        self.update(opt_g, loss_g)
         self.untoggle_optimizer(opt_g)
 
         self.log_dict({keys.LOSS_D: adversarial.detach(), keys.LOSS_G: loss_g.detach(),

@@ -109,9 +109,7 @@ class WGANGP(GANBase):
         gp = gradient_penalty(self.critic, real_packs, fake_packs)
         loss_c = -wasserstein + self.gp_weight * gp
         with self.uncounted_step(opt_c):
-            opt_c.zero_grad(set_to_none=True)
-            self.manual_backward(loss_c)
-            opt_c.step()
+            self.update(opt_c, loss_c)
         self.untoggle_optimizer(opt_c)
         self.critic_steps += 1
         self.log_dict({keys.WASSERSTEIN: wasserstein.detach(), keys.GRADIENT_PENALTY: gp.detach(),
@@ -122,8 +120,6 @@ class WGANGP(GANBase):
         if int(self.critic_steps) % self.n_critic == 0:
             self.toggle_optimizer(opt_g)
             loss_g = -self.critic(self.packed(self.generator(self.sample_latent(n)))).mean()
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            self.update(opt_g, loss_g)
             self.untoggle_optimizer(opt_g)
             self.log(keys.LOSS_G, loss_g.detach())
