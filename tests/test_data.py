@@ -196,3 +196,79 @@ def test_the_hint_for_a_folder_without_the_usual_image_endings_is_an_override_th
     (override,) = shlex.split(hint)  # as the shell passes it
     source = instantiate(compose_train([*overrides, override], tmp_path / "run").data.source)
     assert len(source.load()) == 4
+
+
+def _rows_in(rows: torch.Tensor, pool: torch.Tensor) -> bool:
+    """Whether every row of ``rows`` is a row of ``pool``."""
+    return bool((rows.flatten(1)[:, None] == pool.flatten(1)[None]).all(-1).any(1).all())
+
+
+def test_subset_is_n_training_samples_fixed_by_the_split_seed_nested_and_heldout_unchanged():
+    """data.subset=N: N distinct samples of the training split, a function of split_seed only (the
+    run seed, i.e. shuffle_seed, does not move them); the held-out split is the full run's; a
+    smaller subset lies inside a larger one; training batches come from the subset only."""
+    src = GaussianMixture2D("toy", num_samples=1000)
+    full = _dm(src, heldout_fraction=0.2, split_seed=5)
+    x_full, _ = full.tensors("train")
+    h_full, _ = full.tensors("heldout")
+    a = _dm(src, heldout_fraction=0.2, split_seed=5, subset=128, shuffle_seed=0)
+    b = _dm(src, heldout_fraction=0.2, split_seed=5, subset=128, shuffle_seed=7, batch_size=16)
+    xa, _ = a.tensors("train")
+    assert len(a.train_set) == len(xa) == 128 and len(xa.unique(dim=0)) == 128
+    assert _rows_in(xa, x_full)
+    assert torch.equal(xa, b.tensors("train")[0])
+    assert torch.equal(a.tensors("heldout")[0], h_full)
+    small, _ = _dm(src, heldout_fraction=0.2, split_seed=5, subset=32).tensors("train")
+    assert _rows_in(small, xa)  # nested: 32 within 128
+    other, _ = _dm(src, heldout_fraction=0.2, split_seed=6, subset=128).tensors("train")
+    assert not torch.equal(other, xa)
+    batch, _ = next(iter(b.train_dataloader()))
+    assert batch.shape == (16, 2) and _rows_in(batch, xa)
+    # not simply the first 128 training samples
+    assert not torch.equal(xa, x_full[:128])
+
+
+def test_subset_from_config_is_the_same_for_every_run_seed_and_model(tmp_path):
+    """data.subset from the command line; the subset of a source that splits itself (stacked digits,
+    like CIFAR-10's official split) keeps the source's held-out split."""
+    over = ["data=stacked_digits", "data.image_size=8", "data.source.num_samples=1000", "data.subset=64"]
+    one = instantiate(compose_train([*over, "seed=1", "model=dcgan"], tmp_path).data)
+    two = instantiate(compose_train([*over, "seed=2", "model=ddpm"], tmp_path).data)
+    x1, y1 = one.tensors("train")
+    x2, y2 = two.tensors("train")
+    assert len(x1) == 64 and torch.equal(x1, x2) and torch.equal(y1, y2)
+    full = instantiate(compose_train(over[:3], tmp_path).data)
+    assert full.subset is None and _rows_in(x1, full.tensors("train")[0])
+    assert torch.equal(one.tensors("heldout")[0], full.tensors("heldout")[0])
+
+
+def test_subset_larger_than_the_training_split_is_a_clear_error():
+    src = GaussianMixture2D("toy", num_samples=1000)
+    with pytest.raises(ValueError, match=r"subset=801 is larger than the training split .*\(800 samples\); "
+                                         r"set data.subset <= 800"):
+        _dm(src, heldout_fraction=0.2, subset=801).setup()
+    assert len(_dm(src, heldout_fraction=0.2, subset=800).train_set) == 800
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="data.subset must be a number of samples >= 1 or null"):
+            _dm(src, subset=bad)
+
+
+def test_subset_is_the_training_set_of_the_reference_and_memorization_metrics(tmp_path):
+    """The fingerprint (the reference caches' key) changes with the subset; the reference statistics
+    and the memorization metrics read the subset as the training set."""
+    from gen_bench.metrics.extractors import ExtractorRequest, build_extractor
+    from gen_bench.metrics.reference import reference_features, split_dataset
+    from gen_bench.metrics.settings import EvalSettings
+
+    src = GaussianMixture2D("toy", num_samples=1000)
+    full, sub = _dm(src, heldout_fraction=0.2), _dm(src, heldout_fraction=0.2, subset=100)
+    assert sub.fingerprint() != full.fingerprint()
+    assert _dm(src, heldout_fraction=0.2, subset=800).fingerprint() == full.fingerprint()  # same samples
+    extractor = build_extractor("identity", ExtractorRequest(sub.spec, sub, EvalSettings()))
+    ref = reference_features(sub, extractor, "train", cache_dir=tmp_path)
+    assert ref.fields["num_samples"] == 100 and ref.stats.n == 100
+    assert ref.fields["fingerprint"] == sub.fingerprint()
+    x_sub, _ = sub.tensors("train")
+    assert torch.allclose(ref.stats.sum.float(), x_sub.double().sum(0).float(), atol=1e-4)
+    # the memorization metrics' training set (gen_bench.metrics.suite) is the same split
+    assert torch.equal(split_dataset(sub, "train")[torch.arange(100)][0], x_sub)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from gen_bench.leaderboard import plot_metric_over_steps, plot_quality_vs_sampling_cost
+from gen_bench.leaderboard import (
+    curves,
+    pareto_markdown,
+    pareto_table,
+    plot_metric_over_steps,
+    plot_quality_vs_sampling_cost,
+)
 from gen_bench.rundir import collect_runs
 
 OUT = Path(__file__).parent
@@ -33,9 +39,31 @@ def grids_side_by_side(sweep: Path, seed: int = 0, path: Path = OUT / "grids_see
     canvas.save(path)
 
 
+def table(runs, metrics=("fid", "precision", "recall", "coverage")) -> str:
+    """Markdown: one row per model and budget level, each metric's mean ± std over seeds."""
+    per = {m: curves(runs, m, "train_flops") for m in metrics}
+    walls = curves(runs, "fid", "wall_s")
+    lines = ["| model | budget (FLOPs) | " + " | ".join(metrics) + " | wall time at the point (s) | seeds |",
+             "|---|---|" + "---|" * (len(metrics) + 2)]
+    for key in sorted(per["fid"], key=lambda k: MODELS.index(k[0]) if k[0] in MODELS else 99):
+        for k, (x, *_rest) in enumerate(per["fid"][key]):
+            cells = []
+            for m in metrics:
+                pts = per[m].get(key, [])
+                mean, std = (pts[k][1], pts[k][2]) if k < len(pts) else (None, None)
+                cells.append("-" if mean is None else f"{mean:.3g} ± {std or 0:.2g}")
+            wall = walls.get(key, [])
+            cells.append(f"{wall[k][0]:.0f}" if k < len(wall) else "-")
+            lines.append(f"| {key[0]} | {x:.2g} | " + " | ".join(cells) + f" | {per['fid'][key][k][3]} |")
+    return "\n".join(lines)
+
+
 def main(sweep: str) -> None:
     root = Path(sweep)
     runs = collect_runs(root)
+    print(table(runs))
+    print()
+    print(pareto_markdown(pareto_table(runs, "fid", "train_flops"), "fid", "train_flops"))
     plot_metric_over_steps(runs, "fid", OUT / "fid_over_train_flops.png", x="train_flops",
                            title="FID against training FLOPs (digits 16 px, 3 seeds)")
     plot_metric_over_steps(runs, "fid", OUT / "fid_over_wall_s.png", x="wall_s",

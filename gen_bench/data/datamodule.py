@@ -20,6 +20,13 @@ def _identity(batch):  # module-level so loaders pickle into worker processes
     return batch
 
 
+def _take(dataset: Dataset, indices: Tensor) -> Dataset:
+    """The samples of ``dataset`` at ``indices`` (an in-memory copy for array datasets)."""
+    if isinstance(dataset, ArrayDataset):
+        return dataset.take(indices)
+    return Subset(dataset, indices.tolist())
+
+
 class GenerativeDataModule(L.LightningDataModule):
     """Train / held-out splits of one dataset, for every model and every metric.
 
@@ -30,7 +37,11 @@ class GenerativeDataModule(L.LightningDataModule):
     out and never trained on (the memorization tests compare against it). A source whose ``load()``
     returns :class:`~gen_bench.data.spec.Splits` brings its own held-out part (CIFAR-10's test set,
     stacked digits built from held-out source digits); ``heldout_fraction`` is then ``None``.
-    Training batches come
+    ``subset`` keeps a deterministic random ``subset`` samples of the training split (a function of
+    ``split_seed`` only, so every run seed and model trains on the same ones; smaller subsets are
+    nested in larger ones); the held-out split is unchanged. Everything that reads "the training
+    set" (training batches, the reference statistics of ``split="train"``, memorization metrics,
+    :meth:`fingerprint`) sees the subset. Training batches come
     from a :class:`StepBatchSampler`, so the batch sequence is a function of the seed and a resumed
     run continues it exactly.
 
@@ -48,6 +59,7 @@ class GenerativeDataModule(L.LightningDataModule):
         image_size: Requested image size, if the dataset is made of images.
         kind: The data kind the config declares (``image``, ``toy2d``, ``video``; model configs pick
             per-kind settings from it); checked against the source's. ``None``: not checked.
+        subset: Train on this many samples of the training split (``None``: all of it).
     """
 
     def __init__(
@@ -62,6 +74,7 @@ class GenerativeDataModule(L.LightningDataModule):
         path: str | None = None,
         image_size: int | None = None,
         kind: str | None = None,
+        subset: int | None = None,
     ) -> None:
         super().__init__()
         if kind is not None and kind != source.spec.kind:
@@ -73,6 +86,8 @@ class GenerativeDataModule(L.LightningDataModule):
             raise ValueError(f"data.heldout_fraction must be in [0, 1), got {heldout_fraction}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+            raise ValueError(f"data.subset must be a number of samples >= 1 or null (all), got {subset!r}")
         self.source = source
         self.name = name
         self.batch_size = batch_size
@@ -82,6 +97,7 @@ class GenerativeDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.path = path
         self.image_size = image_size
+        self.subset = subset
         self.start_batch = 0  # set when a run resumes
         self._train: Dataset | None = None
         self._heldout: Dataset | None = None
@@ -98,6 +114,25 @@ class GenerativeDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
             return
+        self._train, self._heldout = self._split()
+        if self.subset is not None:
+            self._train = self._take_subset(self._train)
+
+    def _take_subset(self, train: Dataset) -> Dataset:
+        """``self.subset`` samples of ``train``: the first ones of a permutation seeded by ``split_seed``
+        (sorted), so a smaller subset lies inside a larger one."""
+        n = len(train)
+        if self.subset > n:
+            raise ValueError(f"data.subset={self.subset} is larger than the training split of {self.name!r} "
+                             f"({n} samples); set data.subset <= {n}, or null for all of it")
+        # A stream of its own, derived from split_seed: not the split's permutation (same seed), nor a
+        # batch order's (StepBatchSampler seeds with small integers).
+        seed = int.from_bytes(hashlib.sha256(f"subset/{self.split_seed}".encode()).digest()[:8], "little")
+        g = torch.Generator().manual_seed(seed)
+        return _take(train, torch.randperm(n, generator=g)[: self.subset].sort().values)
+
+    def _split(self) -> tuple[Dataset, Dataset]:
+        """(train, held-out) of the whole source."""
         full = self.source.load()
         if isinstance(full, Splits):
             if self.heldout_fraction is not None:
@@ -107,8 +142,7 @@ class GenerativeDataModule(L.LightningDataModule):
                     f"data.source.*, decide what is held out)")
             if len(full.train) == 0:
                 raise ValueError(f"dataset {self.name!r} has an empty training split")
-            self._train, self._heldout = full.train, full.heldout
-            return
+            return full.train, full.heldout
         if self.heldout_fraction is None:
             raise ValueError(f"data.heldout_fraction is null, but the source of {self.name!r} returns one "
                              f"dataset to split; set data.heldout_fraction (e.g. 0.1)")
@@ -120,11 +154,7 @@ class GenerativeDataModule(L.LightningDataModule):
             raise ValueError(f"dataset {self.name!r} has {n} samples: too few to hold out {n_heldout}")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         heldout_idx, train_idx = perm[:n_heldout].sort().values, perm[n_heldout:].sort().values
-        if isinstance(full, ArrayDataset):
-            self._train, self._heldout = full.take(train_idx), full.take(heldout_idx)
-        else:
-            self._train = Subset(full, train_idx.tolist())
-            self._heldout = Subset(full, heldout_idx.tolist())
+        return _take(full, train_idx), _take(full, heldout_idx)
 
     def _require_setup(self) -> None:
         if self._train is None:

@@ -51,6 +51,8 @@ class DVDGAN(GANBase):
         optimizer_d: Factory for the parameters of both discriminators.
         discriminators: Those trained and used: ``spatial`` (D_S) and / or ``temporal`` (D_T).
         spectral_norm: Spectral-normalise every weight of both discriminators.
+        pack: Must be 1: packing (PacGAN) is not implemented for DVD-GAN's discriminators, which
+            sample frames per clip (D_S) and pool clips (D_T).
     """
 
     sampling_network_name = "generator"
@@ -58,7 +60,10 @@ class DVDGAN(GANBase):
     def __init__(self, spec: DataSpec, generator: nn.Module, spatial_discriminator: nn.Module,
                  temporal_discriminator: nn.Module, optimizer_g: OptimizerFactory,
                  optimizer_d: OptimizerFactory, discriminators: Sequence[str] = DISCRIMINATORS,
-                 spectral_norm: bool = True) -> None:
+                 spectral_norm: bool = True, pack: int = 1) -> None:
+        if pack != 1:
+            raise ValueError(f"DVD-GAN does not support packing (model.pack={pack}); set model.pack=1, or "
+                             "use model=dcgan, wgan_gp or r3gan for PacGAN")
         super().__init__(spec, generator)
         if spec.kind != "video":
             raise ValueError(f"DVD-GAN generates video; the data is {spec.kind}")

@@ -8,7 +8,9 @@ Stabilizers, all off by default (vanilla DCGAN):
   0.9), the fake target stays 0;
 * instance noise (Sonderby et al. 2017): Gaussian noise on both real and fake D inputs, sigma
   annealed linearly from ``sigma_start`` to 0 over ``anneal_steps`` steps;
-* gradient-norm clipping of G and D, done here because manual optimization must do it itself.
+* gradient-norm clipping of G and D, done here because manual optimization must do it itself;
+* packing (PacGAN, Lin et al. 2018; every GAN objective, :class:`GANBase`): D scores packs of
+  ``pack`` real or ``pack`` generated samples, concatenated along channels (features).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gen_bench import keys
 from gen_bench.data.spec import DataSpec
 from gen_bench.ema import EMASampling
 from gen_bench.models.base import GenerativeModule, slerp
+from gen_bench.models.nets.packing import check_pack, pack_samples
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -71,18 +74,42 @@ def uses_batch_norm(module: nn.Module) -> bool:
 
 
 class GANBase(EMASampling, GenerativeModule):
-    """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation.
+    """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation, packing.
 
     Samples come from the generator's EMA weights when the run has ``model.ema`` set (off by
     default for GANs; Yazici et al. 2019 found generator averaging improves FID).
+
+    Packing (PacGAN, Lin et al. 2018), off at ``pack=1``: the objective passes every batch it
+    gives the discriminator through :meth:`packed`, so a batch of B real (or B generated) samples
+    becomes B / ``pack`` packs, each of one source only, exactly as in the paper; the
+    discriminator is built with ``pack`` times the input channels (``pack`` argument of the nets,
+    set from ``model.pack`` by the configs). The paper's reference code draws ``pack`` times the
+    samples per step instead (as many packs as the batch size): ``data.batch_size`` scaled by
+    ``pack`` reproduces that.
     """
 
     sampling_network_name = "generator"
 
-    def __init__(self, spec: DataSpec, generator: nn.Module) -> None:
+    def __init__(self, spec: DataSpec, generator: nn.Module, pack: int = 1) -> None:
         super().__init__(spec)
         self.generator = generator
         self.automatic_optimization = False
+        self.pack = check_pack(pack)
+
+    def packed(self, x: Tensor) -> Tensor:
+        """(B, C, ...) samples of one source -> (B / pack, pack * C, ...) packs (``x`` when pack is 1)."""
+        return pack_samples(x, self.pack)
+
+    def check_packed_input(self, network: nn.Module, role: str) -> nn.Module:
+        """``network`` if it was built for this objective's pack size, else a clear error.
+
+        The nets record their ``pack`` argument; a network without one takes single samples.
+        """
+        built = getattr(network, "pack", 1)
+        if built != self.pack:
+            raise ValueError(f"the {role} takes packs of {built} samples but model.pack={self.pack}; build "
+                             f"it with pack={self.pack} (the model configs pass model.pack to it)")
+        return network
 
     @property
     def latent_dim(self) -> int:
@@ -133,6 +160,7 @@ class DCGAN(GANBase):
         instance_noise: Instance-noise schedule.
         grad_clip_g: Max gradient norm of G (``None``: no clipping).
         grad_clip_d: Max gradient norm of D.
+        pack: Samples per discriminator input (PacGAN; 1: off). See :class:`GANBase`.
     """
 
     def __init__(
@@ -147,10 +175,12 @@ class DCGAN(GANBase):
         instance_noise: InstanceNoise | dict | None = None,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
+        pack: int = 1,
     ) -> None:
-        super().__init__(spec, generator)
+        super().__init__(spec, generator, pack)
         if not 0 < real_label <= 1:
             raise ValueError(f"real_label must be in (0, 1], got {real_label}")
+        self.check_packed_input(discriminator, "discriminator")
         self.discriminator = apply_spectral_norm(discriminator) if spectral_norm else discriminator
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.real_label = real_label
@@ -199,10 +229,10 @@ class DCGAN(GANBase):
         sigma = self.instance_noise.sigma(self.global_step)
         fake = self.generator(self.sample_latent(real.shape[0]))
 
-        # D step: real -> real_label, fake -> 0.
+        # D step: real -> real_label, fake -> 0 (one logit per pack; noise per sample).
         self.toggle_optimizer(opt_d)
-        logits_real = self.discriminator(self.noisy(real, sigma))
-        logits_fake = self.discriminator(self.noisy(fake.detach(), sigma))
+        logits_real = self.discriminator(self.packed(self.noisy(real, sigma)))
+        logits_fake = self.discriminator(self.packed(self.noisy(fake.detach(), sigma)))
         loss_d = self.discriminator_loss(logits_real, logits_fake)
         with self.uncounted_step(opt_d):
             self._step(opt_d, loss_d, self.grad_clip_d)
@@ -210,7 +240,7 @@ class DCGAN(GANBase):
 
         # G step on the same fakes, through the updated D.
         self.toggle_optimizer(opt_g)
-        loss_g = self.generator_loss(self.discriminator(self.noisy(fake, sigma)))
+        loss_g = self.generator_loss(self.discriminator(self.packed(self.noisy(fake, sigma))))
         self._step(opt_g, loss_g, self.grad_clip_g)
         self.untoggle_optimizer(opt_g)
 

@@ -72,6 +72,8 @@ class R3GAN(GANBase):
         optimizer_g: Factory ``params -> Optimizer`` for G (Hydra ``_partial_``).
         optimizer_d: Factory for D.
         gamma: Weight of the penalties: the D loss adds gamma/2 (R1 + R2).
+        pack: Samples per discriminator input (PacGAN; 1: off): the pairs are (real pack, generated
+            pack), and R1 / R2 are squared gradient norms per pack, w.r.t. D's own inputs.
     """
 
     def __init__(
@@ -82,14 +84,15 @@ class R3GAN(GANBase):
         optimizer_g: OptimizerFactory,
         optimizer_d: OptimizerFactory,
         gamma: float = 0.05,
+        pack: int = 1,
     ) -> None:
-        super().__init__(spec, generator)
+        super().__init__(spec, generator, pack)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if uses_batch_norm(discriminator):
             raise ValueError("an R3GAN discriminator must not use batch norm (R1 and R2 are per-sample "
                              "penalties); use backbone=resnet, or norm: layer or none")
-        self.discriminator = discriminator
+        self.discriminator = self.check_packed_input(discriminator, "discriminator")
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.gamma = gamma
 
@@ -108,13 +111,17 @@ class R3GAN(GANBase):
         real = self.to_model_space(batch[0])
         n = real.shape[0]
 
-        # D step: relativistic loss on (real_i, fake_i) pairs plus gamma/2 (R1 + R2).
+        # D step: relativistic loss on (real_i, fake_i) pairs plus gamma/2 (R1 + R2); with packing,
+        # pairs of a real pack and a generated pack.
         self.toggle_optimizer(opt_d)
         with torch.no_grad():
             fake = self.generator(self.sample_latent(n))
-        logits, sq_grad = logits_and_squared_gradient_norms(self.discriminator, torch.cat([real, fake]))
-        r1, r2 = sq_grad[:n].mean(), sq_grad[n:].mean()
-        adversarial = relativistic_discriminator_loss(logits[:n], logits[n:])
+        real_packs = self.packed(real)  # (n / pack, pack * C, ...)
+        k = real_packs.shape[0]
+        logits, sq_grad = logits_and_squared_gradient_norms(self.discriminator,
+                                                            torch.cat([real_packs, self.packed(fake)]))
+        r1, r2 = sq_grad[:k].mean(), sq_grad[k:].mean()
+        adversarial = relativistic_discriminator_loss(logits[:k], logits[k:])
         loss_d = adversarial + self.gamma / 2 * (r1 + r2)
         with self.uncounted_step(opt_d):
             opt_d.zero_grad(set_to_none=True)
@@ -125,8 +132,8 @@ class R3GAN(GANBase):
         # G step on fresh latents, through the updated D.
         self.toggle_optimizer(opt_g)
         fake = self.generator(self.sample_latent(n))
-        logits_g = self.discriminator(torch.cat([real, fake]))
-        loss_g = relativistic_generator_loss(logits_g[:n], logits_g[n:])
+        logits_g = self.discriminator(torch.cat([real_packs, self.packed(fake)]))
+        loss_g = relativistic_generator_loss(logits_g[:k], logits_g[k:])
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()

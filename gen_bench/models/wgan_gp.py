@@ -52,6 +52,9 @@ class WGANGP(GANBase):
         optimizer_critic: Factory for the critic.
         n_critic: Critic steps per generator step.
         gp_weight: lambda, the weight of the gradient penalty.
+        pack: Samples per critic input (PacGAN; 1: off): the critic scores packs of real and packs
+            of generated samples, and the penalty acts on interpolates between a real and a
+            generated pack (one ``e`` per pack), the critic's own inputs.
     """
 
     sampling_network_name = "generator"
@@ -66,14 +69,15 @@ class WGANGP(GANBase):
         optimizer_critic: OptimizerFactory,
         n_critic: int = 5,
         gp_weight: float = 10.0,
+        pack: int = 1,
     ) -> None:
-        super().__init__(spec, generator)
+        super().__init__(spec, generator, pack)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         if uses_batch_norm(critic):
             raise ValueError("a WGAN-GP critic must not use batch norm (the gradient penalty is per sample); "
                              "use norm: layer or none")
-        self.critic = critic
+        self.critic = self.check_packed_input(critic, "critic")
         self.optimizer_g, self.optimizer_critic = optimizer_g, optimizer_critic
         self.n_critic = n_critic
         self.gp_weight = gp_weight
@@ -98,9 +102,11 @@ class WGANGP(GANBase):
         self.toggle_optimizer(opt_c)
         with torch.no_grad():
             fake = self.generator(self.sample_latent(n))
-        scores = self.critic(torch.cat([real, fake]))  # per-sample critic: one pass for both
-        wasserstein = scores[:n].mean() - scores[n:].mean()
-        gp = gradient_penalty(self.critic, real, fake)
+        real_packs, fake_packs = self.packed(real), self.packed(fake)  # (n / pack, pack * C, ...)
+        k = real_packs.shape[0]
+        scores = self.critic(torch.cat([real_packs, fake_packs]))  # per-sample critic: one pass for both
+        wasserstein = scores[:k].mean() - scores[k:].mean()
+        gp = gradient_penalty(self.critic, real_packs, fake_packs)
         loss_c = -wasserstein + self.gp_weight * gp
         with self.uncounted_step(opt_c):
             opt_c.zero_grad(set_to_none=True)
@@ -115,7 +121,7 @@ class WGANGP(GANBase):
         # Generator step (lines 11-12) after every n_critic-th critic step, on fresh latents.
         if int(self.critic_steps) % self.n_critic == 0:
             self.toggle_optimizer(opt_g)
-            loss_g = -self.critic(self.generator(self.sample_latent(n))).mean()
+            loss_g = -self.critic(self.packed(self.generator(self.sample_latent(n)))).mean()
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()

@@ -12,6 +12,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
+from gen_bench.models.nets.packing import check_pack
 
 Norm = Literal["batch", "layer", "none"]
 
@@ -79,7 +80,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image (B, C, S, S) in [-1, 1] -> logit (B,).
+    """image (B, pack * C, S, S) in [-1, 1] -> logit (B,).
 
     Args:
         spec: The image dataset's spec.
@@ -87,14 +88,17 @@ class DCGANDiscriminator(nn.Module):
         max_channels: Cap on the channels of any layer.
         norm: Normalisation after each conv but the first: ``batch`` (DCGAN), ``layer`` (for
             WGAN-GP critics, which must not mix samples of a batch) or ``none``.
+        pack: Samples scored together (PacGAN): the input is ``pack`` images stacked along channels.
     """
 
     def __init__(self, spec: DataSpec, base_channels: int = 64, max_channels: int = 512,
-                 norm: Norm = "batch") -> None:
+                 norm: Norm = "batch", pack: int = 1) -> None:
         super().__init__()
+        self.pack = check_pack(pack)
         n = _num_doublings(spec.image_size)
         chans = [min(base_channels * 2**i, max_channels) for i in range(n)]
-        layers: list[nn.Module] = [nn.Conv2d(spec.channels, chans[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(pack * spec.channels, chans[0], 4, 2, 1),  # (B, c0, S/2, S/2)
+                                   nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out),
                        nn.LeakyReLU(0.2, True)]

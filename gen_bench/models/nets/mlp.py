@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
+from gen_bench.models.nets.packing import check_pack
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int, depth: int, act: type[nn.Module]) -> nn.Sequential:
@@ -36,11 +37,19 @@ class _LeakyReLU(nn.LeakyReLU):
 
 
 class MLPDiscriminator(nn.Module):
-    """x (B, D) -> logit (B,)."""
+    """x (B, pack * D) -> logit (B,).
 
-    def __init__(self, spec: DataSpec, hidden: int = 128, depth: int = 3) -> None:
+    Args:
+        spec: The 2-D dataset's spec.
+        hidden: Width of the hidden layers.
+        depth: Number of hidden layers.
+        pack: Samples scored together (PacGAN): the input is ``pack`` samples' features, concatenated.
+    """
+
+    def __init__(self, spec: DataSpec, hidden: int = 128, depth: int = 3, pack: int = 1) -> None:
         super().__init__()
-        self.net = mlp(spec.shape[0], 1, hidden, depth, _LeakyReLU)
+        self.pack = check_pack(pack)
+        self.net = mlp(pack * spec.shape[0], 1, hidden, depth, _LeakyReLU)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).squeeze(1)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
+from gen_bench.models.nets.packing import check_pack
 
 
 def _num_blocks(image_size: int) -> int:
@@ -137,20 +138,22 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """image (B, C, S, S) in [-1, 1] -> logit (B,). No normalisation layers: per-sample outputs.
+    """image (B, pack * C, S, S) in [-1, 1] -> logit (B,). No normalisation layers: per-sample outputs.
 
     Args:
         spec: The image dataset's spec.
         base_channels: Channels of the first block; each lower resolution doubles them.
         max_channels: Cap on the channels of any layer.
         attn_resolutions: Feature-map sizes (e.g. 16) followed by self-attention.
+        pack: Samples scored together (PacGAN): the input is ``pack`` images stacked along channels.
     """
 
     def __init__(self, spec: DataSpec, base_channels: int = 32, max_channels: int = 512,
-                 attn_resolutions: Sequence[int] = (16,)) -> None:
+                 attn_resolutions: Sequence[int] = (16,), pack: int = 1) -> None:
         super().__init__()
+        self.pack = check_pack(pack)
         n = _num_blocks(spec.image_size)
-        widths = [spec.channels, *reversed(_widths(base_channels, n - 1, max_channels))]
+        widths = [pack * spec.channels, *reversed(_widths(base_channels, n - 1, max_channels))]
         layers: list[nn.Module] = []
         size = spec.image_size
         for i in range(n):
