@@ -224,6 +224,8 @@ def test_stabilizer_labels_and_tags():
     assert stabilizer_tags(on) == ["spectral_norm", "label_smoothing=0.9", "instance_noise=0.1/2000",
                                    "grad_clip=1/-"]
     assert stabilizer_tags({"name": "ddpm", "grad_clip": 1.0}) == []  # DDPM's clipping: not a GAN stabilizer
+    assert stabilizer_label(stabilizer_settings({**DCGAN, "pack": 2})) == "pack=2"  # PacGAN
+    assert stabilizer_settings({**DCGAN, "pack": 1}) == {}  # no packing: vanilla
 
 
 def test_exports_csv_markdown_json(sweep):

@@ -9,7 +9,7 @@ from typing import Any
 # The config keys of the stabilizers (``stabilizer`` / ``stabilizers``: the arm of
 # experiment=compare_stabilizers): runs that differ in these differ by their stabilizers column.
 STABILIZER_KEYS = ("model.spectral_norm", "model.real_label", "model.instance_noise", "model.grad_clip_g",
-                   "model.grad_clip_d", "stabilizer", "stabilizers")
+                   "model.grad_clip_d", "model.pack", "stabilizer", "stabilizers")
 
 
 def stabilizer_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -17,7 +17,8 @@ def stabilizer_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Returns:
         A subset of ``spectral_norm`` (True), ``label_smoothing`` (the real target), ``instance_noise``
-        (``sigma_start/anneal_steps``) and ``grad_clip`` (``g/d`` max norms).
+        (``sigma_start/anneal_steps``), ``grad_clip`` (``g/d`` max norms) and ``pack`` (PacGAN's m,
+        when above 1).
     """
     if not model_cfg:
         return {}
@@ -34,6 +35,9 @@ def stabilizer_settings(model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if clip_g is not None or clip_d is not None:
         g, d = ("-" if c is None else f"{c:g}" for c in (clip_g, clip_d))
         out["grad_clip"] = f"{g}/{d}"
+    pack = int(model_cfg.get("pack") or 1)
+    if pack > 1:
+        out["pack"] = pack
     return out
 
 
