@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from gen_bench import rundir
 from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
 from gen_bench.diffusion import DDIMSampler
-from gen_bench.io import read_json
 from gen_bench.train import run_training
 
 
@@ -63,10 +63,10 @@ def main() -> None:
                 *args.overrides]
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=over)
-        if not (args.reuse and (run_dir / "checkpoints" / "last.ckpt").is_file()):
+        if not (args.reuse and rundir.last_checkpoint(run_dir).is_file()):
             run_training(cfg)
         net, dm, _, ckpt = load_model(run_dir)
-        wall = read_json(run_dir / "metrics.json")["wall_time_s"]
+        wall = rundir.read_metrics(run_dir)["wall_time_s"]
         samplers = {model: None}
         net.progress = False
         if args.ddim_steps and net.sampler_label() is not None:  # diffusion: also through DDIM
