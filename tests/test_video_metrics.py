@@ -13,7 +13,7 @@ import gen_bench.metrics.video as video_metrics
 from gen_bench.data import GenerativeDataModule
 from gen_bench.data.spec import DataSpec
 from gen_bench.data.video import BouncingBalls, MovingDigits
-from gen_bench.evaluation import Evaluator
+from gen_bench.metrics.engine import Evaluator
 from gen_bench.metrics.extractors import ExtractorRequest, RandomConvNet
 from gen_bench.metrics.settings import EvalSettings
 from gen_bench.metrics.suite import NotApplicable, SuiteContext, build_score
