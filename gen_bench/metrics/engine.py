@@ -187,14 +187,6 @@ class EvalResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def scores_by_protocol(eval_section: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
-    """protocol_id -> {score name: value}: only scores under the same id may be ranked together."""
-    out: dict[str, dict[str, float | None]] = {}
-    for name, s in eval_section.get("scores", {}).items():
-        out.setdefault(s["protocol_id"], {})[name] = s["value"]
-    return out
-
-
 class Evaluator:
     """Scores models of one dataset with the settings of ``eval=``.
 
