@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -297,3 +298,20 @@ def latent_path(z0: Tensor, z1: Tensor, t: Tensor, mode: str = "slerp") -> Tenso
         shape = [-1, *[1] * z0.ndim]
         return (1 - t.reshape(shape)) * z0 + t.reshape(shape) * z1
     raise ValueError(f"unknown interpolation mode {mode!r}; valid: 'slerp', 'lerp'")
+
+
+def knob_grid(model: GenerativeModule,
+              requested: dict[str, list[float | None]]) -> list[dict[str, float | None]]:
+    """Every combination of the ``requested`` knob values that ``model`` has knobs for (in the order
+    given, the first knob slowest); ``[]`` when it has none of them."""
+    names = [k for k in requested if k in model.knobs]
+    if not names:
+        return []
+    grid = itertools.product(*(requested[k] for k in names))
+    return [dict(zip(names, values, strict=True)) for values in grid]
+
+
+def knob_tag(values: dict[str, float | None]) -> str:
+    """A name for a setting of knobs, for folders and pictures: ``guidance2``, ``truncation0.5``,
+    ``truncationnone``."""
+    return "-".join(f"{k}{'none' if v is None else f'{v:g}'}" for k, v in values.items())
