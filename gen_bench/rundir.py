@@ -41,6 +41,7 @@ METRICS_CSV = "metrics.csv"
 LOSS_CURVES = "loss_curves.png"
 SAMPLES = "samples"
 EVAL = "eval"
+INTERPOLATE = "interpolate"  # gen-bench interpolate: latent walks and path lengths
 
 
 def metrics_path(folder: str | Path) -> Path:

@@ -347,7 +347,7 @@ class EvalSettings:
         knobs: Sampling knob -> values (``{guidance: [0, 1, 2]}``, ``{truncation: [0.5, null]}``): the
             final evaluation (and ``gen-bench eval``) scores the model once more at each combination
             of the values of the knobs it has (a model without a knob ignores it), every result
-            recording its knob values. Empty: the model's own settings only.
+            recording its knob values. A knob set to ``None``, or absent: not swept.
     """
 
     name: str = "default"
@@ -405,10 +405,11 @@ class EvalSettings:
             raise ValueError(f"eval.fid_inf needs at least 2 distinct sample counts in [2, eval.num_samples="
                              f"{self.num_samples}], got {sizes}: set eval.fid_inf.points=N (N >= 2) or "
                              f"eval.fid_inf.counts=[...]")
+        self.knobs = {k: v for k, v in self.knobs.items() if v is not None}  # null: not swept
         unknown_knobs = [k for k in self.knobs if k not in KNOB_NAMES]
         if unknown_knobs or not all(isinstance(v, (list, tuple)) and v for v in self.knobs.values()):
-            raise ValueError(f"eval.knobs maps a knob ({', '.join(KNOB_NAMES)}) to a list of values, e.g. "
-                             f"'eval.knobs={{guidance: [0, 1, 2]}}'; got {dict(self.knobs)}")
+            raise ValueError(f"eval.knobs maps a knob ({', '.join(KNOB_NAMES)}) to a list of values or null, "
+                             f"e.g. eval.knobs.guidance=[0,1,2]; got {dict(self.knobs)}")
         if self.fwd.level is not None and self.fwd.level < 1:
             raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):

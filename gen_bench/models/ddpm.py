@@ -60,8 +60,6 @@ class DDPM(IterativeModule):
     """
 
     sampling_network_name = "denoiser"
-    #: The deterministic sampler of latent walks when the model's own is stochastic (ancestral)
-    walk_sampler = partial(DDIMSampler, steps=50, eta=0.0)
 
     def __init__(
         self,
@@ -116,4 +114,5 @@ class DDPM(IterativeModule):
             label = self.bind_sampler(sampler).label
             raise ValueError(f"{label} adds noise at every step, so its samples are not a function of the "
                              "starting noise: use sampler=ddim (eta 0) or sampler=dpmpp")
-        return self.walk_sampler
+        # the model's own sampler is stochastic (ancestral): DDIM with eta 0, 50 steps (or all T)
+        return partial(DDIMSampler, steps=min(50, self.diffusion.num_timesteps), eta=0.0)
