@@ -394,11 +394,12 @@ class Evaluator:
 
         def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor:
             labels = self._labels(torch.arange(first, first + n))
+            args = {**kw, "labels": labels} if labels is not None else kw
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda: model.sample(n, generator=g, labels=labels, **kw))
+                flops, x = count_flops(lambda: model.sample(n, generator=g, **args))
                 self._sampling_flops[label] = flops / n
                 return x
-            return model.sample(n, generator=g, labels=labels, **kw)
+            return model.sample(n, generator=g, **args)
 
         return self.evaluate_draws(draw, model.device, lambda: self.draw_record(model), step, tag)
 

@@ -83,7 +83,7 @@ class ClassAccuracyScore(Score):
                                     f"has {k}")
             info = self.classifier.describe()
             self.classifier_info = {key: info.get(key) for key in ("name", "version", "weights_sha256")}
-            self.real_accuracy = info.get("test_accuracy", math.nan)
+            self.real_accuracy = info.get("classifier_test_accuracy", math.nan)
         else:
             raise NotApplicable(f"no class predictor for {spec.kind} data")
         self.metric = MulticlassAccuracy(k, average="micro").to(ctx.device)
