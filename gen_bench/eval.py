@@ -69,7 +69,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     evaluator.out_dir = out_dir
     with model.knobs_applied(**knobs):
         result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
-    sweep = evaluator.evaluate_knobs(model, step=ckpt.get("global_step"), tag="final")  # eval.knobs
+    with model.knobs_applied(**knobs):  # eval.knobs: the value just scored is not drawn again
+        sweep = evaluator.evaluate_knobs(model, step=ckpt.get("global_step"), tag="final", current=result)
 
     previous = rundir.read_metrics(run_dir)
     resolved = OmegaConf.to_container(run_cfg, resolve=True)

@@ -403,15 +403,22 @@ class Evaluator:
 
         return self.evaluate_draws(draw, model.device, lambda: self.draw_record(model), step, tag)
 
-    def evaluate_knobs(self, model, step: int | None = None, tag: str = "final") -> list[dict[str, Any]]:
+    def evaluate_knobs(self, model, step: int | None = None, tag: str = "final",
+                       current: EvalResult | None = None) -> list[dict[str, Any]]:
         """One evaluation per combination of the ``eval.knobs`` values that ``model`` has knobs for
         (``[]`` when none applies), each ``{"knobs": {...}, **result}``; the model's own knob values are
-        restored afterwards."""
+        restored afterwards. ``current``: this evaluator's result at the model's current knob values,
+        reused for the combination equal to them instead of drawing the same samples again."""
         out = []
         for values in knob_grid(model, self.settings.knobs):
-            with model.knobs_applied(**values):
-                result = self.evaluate(model, step=step, tag=f"{tag}-{knob_tag(values)}")
-            out.append({"knobs": values, **result.to_json()})
+            same = current is not None and all(model.knob_values()[k] == v for k, v in values.items())
+            if same:
+                result = current
+            else:
+                with model.knobs_applied(**values):
+                    result = self.evaluate(model, step=step, tag=f"{tag}-{knob_tag(values)}")
+            reused = {"seconds": 0.0, "reused": True} if same else {}
+            out.append({"knobs": values, **result.to_json(), **reused})
         return out
 
     def evaluate_draws(self, draw: DrawBatch, device: torch.device | str,
@@ -574,7 +581,7 @@ class EvaluationCallback(Periodic):
         self.history.append({"step": step, **wall, **result.values()})
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
         if tag == "final" and self.settings.knobs:  # the trade-off curve of guidance / truncation
-            sweep = self._evaluator(trainer).evaluate_knobs(pl_module, step=step, tag=tag)
+            sweep = self._evaluator(trainer).evaluate_knobs(pl_module, step=step, tag=tag, current=result)
             self.eval_seconds += sum(r["seconds"] for r in sweep)
             if sweep:
                 self.last["knob_sweep"] = sweep

@@ -38,6 +38,7 @@ class BigGAN(GANBase):
         optimizer_d: Factory for D.
         d_steps: Discriminator steps per generator step, each on its own batch.
         spectral_norm: Spectral-normalise every weight of G and D.
+        conditional: Must be true (the key the conditional diffusion models share).
     """
 
     is_conditional = True
@@ -45,8 +46,11 @@ class BigGAN(GANBase):
 
     def __init__(self, spec: DataSpec, generator: nn.Module, discriminator: nn.Module,
                  optimizer_g: OptimizerFactory, optimizer_d: OptimizerFactory, d_steps: int = 2,
-                 spectral_norm: bool = True) -> None:
+                 spectral_norm: bool = True, conditional: bool = True) -> None:
         super().__init__(spec, generator)
+        if not conditional:
+            raise ValueError("BigGAN is class-conditional: model.conditional=false is not supported (use "
+                             "model=dcgan, wgan_gp or r3gan with backbone=resnet for an unconditional GAN)")
         conditional_classes(spec, "BigGAN")
         if d_steps < 1:
             raise ValueError(f"model.d_steps must be >= 1, got {d_steps}")
