@@ -87,7 +87,8 @@ def test_per_kind_settings_need_a_data_kind_and_the_kind_must_match_the_source(t
 def test_unknown_names_and_typos_fail_in_one_line_with_the_options(tmp_path):
     r = run_cli(["train", "model=nosuchmodel", "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.startswith("gen-bench: error: no model config named 'nosuchmodel' (options: biggan, dcgan, ddpm,")
+    assert r.stderr.startswith("gen-bench: error: no model config named 'nosuchmodel' "
+                               "(options: biggan, dcgan, ddpm,")
     r = run_cli(["train", "data=nosuchdata", "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 1 and "no data config named 'nosuchdata' (options:" in r.stderr
     assert "ring8" in r.stderr
