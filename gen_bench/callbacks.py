@@ -295,8 +295,9 @@ class SampleGrid(Periodic):
     Images: ``samples/step_XXXXXXX.png`` grids and ``samples/final.png``. Video: the same grids of
     first frames, plus ``<tag>.gif`` (every clip, animated) and ``<tag>_frames.png`` (a clip per row,
     time left to right); the GIF goes to wandb as a video. 2-D data: a scatter of
-    ``num_points`` samples over the true mode centres (``samples/scatter_*.png``). Also logged to
-    wandb when a wandb logger is attached.
+    ``num_points`` samples over the true mode centres (``samples/scatter_*.png``). Class-conditional
+    image models also get ``class_grid_<tag>.png``: one row per class, ``num_samples / K`` samples
+    (at least 4) of that class each. Also logged to wandb when a wandb logger is attached.
 
     Args:
         dirpath: Where to write.
@@ -336,11 +337,22 @@ class SampleGrid(Periodic):
             paths = [save_image_grid(x, self.dirpath / f"{tag}.png")]
             if video is not None:
                 paths.append(video["frames"])
+            if pl_module.is_conditional and video is None:
+                paths.append(self.save_class_grid(pl_module, tag, **kw))
         for lg in _wandb_loggers(trainer):
             lg.log_image(key="samples", images=[str(p) for p in paths], step=step)
             if video is not None:
                 lg.log_video(key="samples_video", videos=[str(video["gif"])], step=step, format=["gif"])
         return paths
+
+    def save_class_grid(self, pl_module, tag: str, **kw) -> Path:
+        """``class_grid_<tag>.png``: row k holds samples of class k (fixed noise, like the grid)."""
+        k = pl_module.spec.num_classes
+        per_class = max(4, self.num_samples // k)
+        labels = torch.arange(k).repeat_interleave(per_class)  # (K * per_class,): class-major rows
+        g = torch.Generator().manual_seed(self.seed)
+        x = pl_module.sample(len(labels), generator=g, labels=labels, **kw)
+        return save_image_grid(x, self.dirpath / f"class_grid_{tag}.png", nrow=per_class)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

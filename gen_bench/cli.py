@@ -27,6 +27,9 @@ commands:
            gen-bench train resume=runs/RUN trainer.max_steps=4000
   sample   samples from a saved model (grid, or scatter for 2-D data); e.g.
            gen-bench sample ckpt=runs/RUN n=64 sampler=ddim sampler.steps=50
+           gen-bench sample ckpt=runs/RUN labels=3 n=16 guidance=2     (class-conditional models)
+  interpolate  latent walks of a saved model (GIF + strip) and its perceptual path length; e.g.
+           gen-bench interpolate ckpt=runs/RUN walks=4 steps=16
   eval     score a saved model (FID, KID, IS, PRDC, memorization, modes); e.g.
            gen-bench eval ckpt=runs/RUN eval=paper
            gen-bench eval samples=DIR_OR_NPZ data=digits out_dir=runs/sweeps/NAME/mine   (any samples)
@@ -159,6 +162,12 @@ def _sample(cfg: DictConfig) -> None:
     sample_command(cfg)
 
 
+def _interpolate(cfg: DictConfig) -> None:
+    from gen_bench.interpolate import interpolate_command
+
+    interpolate_command(cfg)
+
+
 PATH_KEYS = ("ckpt", "out", "out_dir", "resume", "samples")  # arguments that hold a path
 
 
@@ -206,6 +215,7 @@ def continue_run_args(args: list[str]) -> list[str]:
 COMMANDS: dict[str, tuple[str | None, Callable]] = {
     "train": ("train", _train),
     "sample": ("sample", _sample),
+    "interpolate": ("interpolate", _interpolate),
     "eval": ("eval", eval_command),
     "assets": (None, assets_command),
     "leaderboard": (None, leaderboard_command),

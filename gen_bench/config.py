@@ -6,6 +6,7 @@ and from an installed wheel (``gen_bench/conf``), whatever the current directory
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,6 +24,27 @@ def config_dir() -> Path:
         f"gen-bench configs not found in {here / 'conf'} or {here.parent / 'conf'}; "
         "reinstall the package (pip install -e .) from a complete clone"
     )
+
+
+@functools.cache
+def labelled_datasets() -> tuple[str, ...]:
+    """The ``data=`` configs of image or 2-D data with one class label per sample, which
+    class-conditional models train on (digits, shapes, ring8 with the mode index...).
+
+    Read from each config's source spec, which a source gives without loading any data.
+    """
+    from hydra.utils import instantiate
+
+    names = []
+    for path in sorted((config_dir() / "data").glob("*.yaml")):
+        root = OmegaConf.create({"seed": 0, "data": OmegaConf.load(path)})
+        try:
+            spec = instantiate(root.data.source).spec
+        except Exception:  # noqa: BLE001  a config that needs a path given on the command line (image_folder)
+            continue
+        if spec.kind != "video" and spec.num_classes is not None and spec.label_shape == ():
+            names.append(path.stem)
+    return tuple(names)
 
 
 def per_kind(options: dict, *, _root_) -> object:

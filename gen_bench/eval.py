@@ -2,9 +2,11 @@
 
 Writes ``metrics.json`` in the layout of a training run's (the run's own fields, ``final`` with
 the ``val/*`` scores, ``eval`` with scores, protocols and draw) to ``out_dir``, by default
-``<run dir>/eval/<eval.name>-<checkpoint name>-<sampler label>-<ema|raw>/`` (one folder per result:
-an evaluation with another sampler or without the EMA weights does not overwrite this one), next to
-the memorization grid.
+``<run dir>/eval/<eval.name>-<checkpoint name>-<sampler label>-<ema|raw>[-<knobs>]/`` (one folder per
+result: an evaluation with another sampler, without the EMA weights or at another guidance scale or
+truncation does not overwrite this one), next to the memorization grid. ``guidance=W`` /
+``truncation=PSI`` set the model's knob for the evaluation; ``eval.knobs`` adds one evaluation per
+value, under ``eval.knob_sweep``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     from gen_bench.checkpoint import load_model, resolve_device
     from gen_bench.io import ensure_writable
     from gen_bench.metrics.engine import Evaluator, settings_from
+    from gen_bench.metrics.settings import KNOB_NAMES
+    from gen_bench.models.base import knob_tag
 
     start = time.perf_counter()
     settings = settings_from(cfg.eval)
@@ -52,7 +56,9 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
     draw = evaluator.draw_record(model)
     ckpt_name = "last" if Path(cfg.ckpt).expanduser().is_dir() else Path(cfg.ckpt).stem
     label = draw["sampler"] or model_cfg.get("name")  # models that sample in one pass: their name
-    parts = [settings.name, ckpt_name, label, "ema" if draw["ema"] else "raw"]
+    knobs = {k: cfg.get(k) for k in KNOB_NAMES if cfg.get(k) is not None}  # guidance=2, truncation=0.5
+    parts = [settings.name, ckpt_name, label, "ema" if draw["ema"] else "raw",
+             *([knob_tag(knobs)] if knobs else [])]
     default_out = run_dir / rundir.EVAL / "-".join(parts)
     out_dir = Path(cfg.out_dir).expanduser() if cfg.get("out_dir") else default_out
     try:  # now, not after minutes of sampling
@@ -61,7 +67,10 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
         raise PermissionError(f"cannot write the results to {out_dir} ({e.strerror or e}): pass "
                               "out_dir=DIR to write them elsewhere") from None
     evaluator.out_dir = out_dir
-    result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
+    with model.knobs_applied(**knobs):
+        result = evaluator.evaluate(model, step=ckpt.get("global_step"), tag="final")
+    with model.knobs_applied(**knobs):  # eval.knobs: the value just scored is not drawn again
+        sweep = evaluator.evaluate_knobs(model, step=ckpt.get("global_step"), tag="final", current=result)
 
     previous = rundir.read_metrics(run_dir)
     resolved = OmegaConf.to_container(run_cfg, resolve=True)
@@ -78,7 +87,9 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
         "steps": ckpt.get("global_step"),
         "final": {**train_final, **result.log_dict()},
         "eval": {**result.to_json(), "tag": "final", "name": settings.name,
-                 "time": {"evaluations": round(result.seconds, 3), "setup": round(evaluator.setup_seconds, 3),
+                 **({"knob_sweep": sweep} if sweep else {}),
+                 "time": {"evaluations": round(result.seconds + sum(r["seconds"] for r in sweep), 3),
+                          "setup": round(evaluator.setup_seconds, 3),
                           "command": round(time.perf_counter() - start, 3)}},
     }
     path = rundir.write_metrics(out_dir, summary)

@@ -41,6 +41,7 @@ METRICS_CSV = "metrics.csv"
 LOSS_CURVES = "loss_curves.png"
 SAMPLES = "samples"
 EVAL = "eval"
+INTERPOLATE = "interpolate"  # gen-bench interpolate: latent walks and path lengths
 
 
 def metrics_path(folder: str | Path) -> Path:
@@ -288,6 +289,14 @@ class RunRecord:
 
     def _entry(self, metric: str) -> dict[str, Any]:
         return ((self.summary.get("eval") or {}).get("scores") or {}).get(metric.removeprefix("val/")) or {}
+
+    def knob_scores(self, metric: str) -> list[tuple[dict[str, Any], float | None]]:
+        """(knob values, value) of a final score at every setting of the run's knob sweep
+        (``eval.knob_sweep``: guidance scales, truncation thresholds), in sweep order; ``[]`` without one."""
+        sweep = (self.summary.get("eval") or {}).get("knob_sweep") or []
+        name = metric.removeprefix("val/")
+        return [(dict(r["knobs"]), finite(((r.get("scores") or {}).get(name) or {}).get("value")))
+                for r in sweep]
 
     def interval(self, metric: str) -> tuple[float, float] | None:
         """The bootstrap interval ``(ci_low, ci_high)`` of a final score (``None`` without one)."""

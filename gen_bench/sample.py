@@ -5,32 +5,56 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from gen_bench import rundir
 from gen_bench.checkpoint import load_model, resolve_device
 from gen_bench.io import atomic_open
+from gen_bench.metrics.settings import KNOB_NAMES
 from gen_bench.models import GenerativeModule
+from gen_bench.models.base import knob_tag
 from gen_bench.viz import save_image_grid, save_scatter
 from gen_bench.viz_video import save_video_samples
 
 log = logging.getLogger(__name__)
 
 
+def requested_labels(model: GenerativeModule, labels: Any, n: int) -> torch.Tensor | None:
+    """The ``labels=`` of the command as (n,) class indices: one class for every sample (an int), one per
+    sample (a list of n); ``None`` when not given. A conditional model checks them when it samples."""
+    if labels is None:
+        return None
+    if not model.is_conditional:
+        raise ValueError(f"labels={labels} given, but {type(model).__name__} is not class-conditional; "
+                         "sample it without labels")
+    values = list(labels) if isinstance(labels, (list, tuple, ListConfig)) else [labels]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"labels must be a class index (labels=3) or a list of them, got {labels!r}")
+    if len(values) not in (1, n):
+        raise ValueError(f"labels lists {len(values)} classes for n={n} samples: give one class, or n of "
+                         "them")
+    return torch.tensor(values * (n if len(values) == 1 else 1), dtype=torch.long)
+
+
 def draw(model: GenerativeModule, n: int, seed: int, sampler_cfg: DictConfig | None,
-         name: str) -> tuple[torch.Tensor, str]:
-    """``n`` samples from a CPU generator seeded with ``seed`` (the same samples on any device), and a
-    label naming how they were drawn: the sampler's, or ``name`` for models that sample in one pass."""
+         name: str, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, str, torch.Tensor | None]:
+    """``n`` samples from a CPU generator seeded with ``seed`` (the same samples on any device), a
+    label naming how they were drawn (the sampler's, or ``name`` for models that sample in one pass)
+    and, for a conditional model, the classes drawn: ``labels``, or drawn from the generator first,
+    which is what ``model.sample(n, generator)`` does."""
     generator = torch.Generator().manual_seed(seed)
     factory = instantiate(sampler_cfg) if sampler_cfg is not None else None
     label = model.sampler_label(factory)  # diffusion: the sampler is chosen now, not at training time
     if label is None and sampler_cfg is not None:
         log.warning("%s samples in one pass; sampler=%s is ignored", type(model).__name__,
                     sampler_cfg.get("_target_"))
-    return model.sample(n, generator=generator, sampler=factory), label or name
+    if model.is_conditional and labels is None:
+        labels = model.draw_labels(n, generator)
+    return model.sample(n, generator=generator, labels=labels, sampler=factory), label or name, labels
 
 
 def sample_command(cfg: DictConfig) -> None:
@@ -38,7 +62,9 @@ def sample_command(cfg: DictConfig) -> None:
 
     Writes ``samples.png`` (a grid; video: first frames, plus ``samples.gif`` with every clip
     animated and ``samples_frames.png``, a clip per row) or, for 2-D data, ``scatter.png`` over the
-    true mode centres, plus ``samples.pt`` (the raw (n, ...) tensor in data space).
+    true mode centres, plus ``samples.pt`` (the raw (n, ...) tensor in data space) and, for a
+    class-conditional model, ``labels.pt`` (the (n,) classes, ``labels=`` or drawn). ``guidance=`` and
+    ``truncation=`` set the model's sampling knob (the folder name records it).
     """
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
@@ -46,18 +72,25 @@ def sample_command(cfg: DictConfig) -> None:
                                          ema=cfg.get("ema", True))
     model.progress = True  # models that sample in many steps show them
     uses_ema = model.ema_weights is not None
+    knobs = {k: cfg.get(k) for k in KNOB_NAMES if cfg.get(k) is not None}  # guidance=2, truncation=0.5
+    given = requested_labels(model, cfg.get("labels"), cfg.n)
 
     start = time.perf_counter()
     name = run_cfg.model.get("name") or type(model).__name__.lower()
-    samples, label = draw(model, cfg.n, cfg.seed, cfg.get("sampler"), name)
+    with model.knobs_applied(**knobs):
+        samples, label, labels = draw(model, cfg.n, cfg.seed, cfg.get("sampler"), name, given)
     seconds = time.perf_counter() - start
     samples = samples.cpu()
 
-    default_out = rundir.run_dir_of(cfg.ckpt) / rundir.SAMPLES / f"sample_{label}_{cfg.n}"
+    parts = [knob_tag(knobs) if knobs else None,
+             f"class{cfg.labels}" if isinstance(cfg.get("labels"), int) else None]
+    suffix = "".join(f"_{part}" for part in parts if part)
+    default_out = rundir.run_dir_of(cfg.ckpt) / rundir.SAMPLES / f"sample_{label}_{cfg.n}{suffix}"
     out = Path(cfg.out) if cfg.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     spec = model.spec
-    title = f"{name} step {ckpt.get('global_step')} ({label}{', EMA' if uses_ema else ''})"
+    shown = ", ".join([label, *(["EMA"] if uses_ema else []), *([knob_tag(knobs)] if knobs else [])])
+    title = f"{name} step {ckpt.get('global_step')} ({shown})"
     if spec.kind == "toy2d":
         path = save_scatter(samples, out / "scatter.png", centers=spec.mode_centers, title=title)
     else:
@@ -66,4 +99,7 @@ def sample_command(cfg: DictConfig) -> None:
             path = save_video_samples(samples, out, "samples")["gif"]
     with atomic_open(out / "samples.pt") as f:
         torch.save(samples, f)
+    if labels is not None:  # the class of every sample, given or drawn
+        with atomic_open(out / "labels.pt") as f:
+            torch.save(labels.cpu(), f)
     print(f"[gen-bench] {cfg.n} samples ({title}) in {seconds:.1f} s -> {path}")

@@ -59,6 +59,29 @@ def save_scatter(points: Tensor, path: str | Path, centers: Sequence[Sequence[fl
     return path
 
 
+def save_walks_2d(walks: Tensor, path: str | Path, centers: Sequence[Sequence[float]] | None = None,
+                  title: str = "") -> Path:
+    """Plot (W, S, 2) walks of 2-D points (each a line from its first point, marked o, to its last, x)
+    over the true mode centres."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    if centers is not None:
+        c = torch.tensor(centers)
+        ax.scatter(c[:, 0], c[:, 1], s=60, marker="+", c="tab:gray", label="mode centres")
+    for i, w in enumerate(walks.detach().float().cpu()):
+        line = ax.plot(w[:, 0], w[:, 1], ".-", ms=3, lw=1, label=f"walk {i}")[0]
+        ax.scatter(w[0, 0], w[0, 1], marker="o", color=line.get_color())
+        ax.scatter(w[-1, 0], w[-1, 1], marker="x", color=line.get_color())
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 # What the y axis of a logged curve measures (the key's last part is the fallback).
 Y_LABELS = {
     keys.LOSS_D: "loss", keys.LOSS_G: "loss", keys.LOSS_CRITIC: "loss", keys.LOSS_D_SPATIAL: "loss",

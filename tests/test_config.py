@@ -20,12 +20,13 @@ from conftest import REPO, compose_train, run_cli
 
 DATA = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+CONDITIONAL = {"biggan"}  # class-conditional models: labelled data only
 
 
 def test_config_groups_are_present():
     assert {"ring8", "grid25", "digits", "stacked_digits", "shapes", "mnist", "cifar10", "celeba",
             "image_folder"} <= set(DATA)
-    assert {"dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching"} <= set(MODELS)
+    assert {"dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching", "biggan"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -36,7 +37,11 @@ def test_every_model_and_dataset_config_composes_and_builds(tmp_path, model, dat
     dm = instantiate(cfg.data)  # lazy: nothing is loaded or downloaded here
     assert dm.name == data
     kinds = list(cfg.model.nets)
-    if dm.spec.kind in kinds:
+    single_label = dm.spec.num_classes is not None and dm.spec.label_shape == ()
+    if dm.spec.kind in kinds and model in CONDITIONAL and not single_label:
+        with pytest.raises(ValueError, match="needs one class label per sample.*use a labelled dataset"):
+            build_model(cfg.model, dm.spec)
+    elif dm.spec.kind in kinds:
         net = build_model(cfg.model, dm.spec)
         assert net.spec == dm.spec
     else:  # a model with no networks for this kind of data: one clear error naming what it supports
@@ -82,7 +87,8 @@ def test_per_kind_settings_need_a_data_kind_and_the_kind_must_match_the_source(t
 def test_unknown_names_and_typos_fail_in_one_line_with_the_options(tmp_path):
     r = run_cli(["train", "model=nosuchmodel", "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.startswith("gen-bench: error: no model config named 'nosuchmodel' (options: dcgan, ddpm,")
+    assert r.stderr.startswith("gen-bench: error: no model config named 'nosuchmodel' "
+                               "(options: biggan, dcgan, ddpm,")
     r = run_cli(["train", "data=nosuchdata", "--cfg", "job"], cwd=tmp_path)
     assert r.returncode == 1 and "no data config named 'nosuchdata' (options:" in r.stderr
     assert "ring8" in r.stderr

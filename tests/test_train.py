@@ -337,7 +337,7 @@ def test_train_a_run_longer_is_one_command_that_carries_on_in_its_folder(tmp_pat
 
 @pytest.mark.parametrize(("arg", "line"), [
     ("model.optimzer_g.lr=1e-3", "model has no key 'optimzer_g': did you mean model.optimizer_g?"),
-    ("model=dcgna", "no model config named 'dcgna': did you mean model=dcgan? (options: dcgan, ddpm,"),
+    ("model=dcgna", "no model config named 'dcgna': did you mean model=dcgan? (options: biggan, dcgan,"),
     ("trainer.max_steps=0", "trainer.max_steps must be a number of steps >= 1, got 0"),
 ])
 def test_command_line_errors_are_one_line_with_the_closest_name(tmp_path, arg, line):

@@ -107,6 +107,7 @@ class FlowSampler(ABC):
 
     name: str
     network_calls_per_step: int
+    deterministic = True  # an ODE solver: the samples are a function of the starting noise
 
     def __init__(self, steps: int = 50) -> None:
         if steps < 1:

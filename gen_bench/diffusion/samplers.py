@@ -26,6 +26,7 @@ from gen_bench.diffusion.process import Denoiser, GaussianDiffusion, randn_like
 
 class Sampler(Protocol):
     label: str
+    deterministic: bool  # the samples are a function of the starting noise alone (no noise added on the way)
 
     def timesteps(self) -> list[tuple[int, int]]: ...
 
@@ -70,6 +71,7 @@ class DDPMSampler:
         self.variance = variance
         self.clip_x0 = clip_x0
         self.label = "ddpm"
+        self.deterministic = False
 
     def timesteps(self) -> list[tuple[int, int]]:
         return [(t, t - 1) for t in reversed(range(self.diffusion.num_timesteps))]
@@ -111,6 +113,7 @@ class DDIMSampler:
         self.eta = eta
         self.clip_x0 = clip_x0
         self.label = f"ddim{steps}" + (f"_eta{eta:g}" if eta else "")
+        self.deterministic = eta == 0
 
     def timesteps(self) -> list[tuple[int, int]]:
         # from T-1 down: with steps = 1 the single step still starts from the last timestep
@@ -169,6 +172,7 @@ class MultistepSampler(ABC):
     """
 
     label: str
+    deterministic: bool = True
 
     @abstractmethod
     def timesteps(self) -> list[tuple[int, int]]: ...

@@ -8,7 +8,14 @@ live in :mod:`gen_bench.metrics.registry`, which imports nothing, so no module h
 """
 
 # Registration order is the order of ``EvalSettings.metrics``'s default: image scores, then video.
-from gen_bench.metrics import classifier, dinov2, inception, scores, video  # noqa: F401  (registers)
+from gen_bench.metrics import (  # noqa: F401  (registers)
+    classifier,
+    conditional,  # noqa: F401, I001  (class_accuracy, intra_fid: after the image scores)
+    dinov2,
+    inception,
+    scores,
+    video,
+)
 from gen_bench.metrics.extractors import FeatureExtractor, build_extractor, register_extractor
 from gen_bench.metrics.fid import FeatureStats, frechet_distance
 from gen_bench.metrics.registry import EXTRACTORS, METRICS, VIDEO_EXTRACTORS

@@ -44,12 +44,14 @@ from gen_bench.compute import SAMPLING_FLOPS, count_flops
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.bootstrap import interval, resample_weights
 from gen_bench.metrics.cache import digest
+from gen_bench.metrics.conditional import LABELS_PROTOCOL, requested_labels
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, build_extractor
 from gen_bench.metrics.inception import find_inception_weights
 from gen_bench.metrics.reference import Reference, frames, reference_features
 from gen_bench.metrics.registry import METRICS
 from gen_bench.metrics.settings import EvalSettings, from_mapping
 from gen_bench.metrics.suite import EvalBatch, NotApplicable, Score, SuiteContext, build_score
+from gen_bench.models.base import knob_grid, knob_tag
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,8 @@ def _first_samples(batch: EvalBatch, limit: int) -> EvalBatch:
         return batch
     features = {name: {k: v[keep] for k, v in f.items()} for name, f in batch.features.items()}
     clips = batch.clips[keep.view(-1, steps)[:, 0]] if batch.clips is not None else None
-    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips)
+    labels = batch.labels[keep] if batch.labels is not None else None
+    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips, labels)
 
 
 @dataclass
@@ -237,6 +240,8 @@ class Evaluator:
         self.setup_seconds = 0.0
         self._sampling_flops: dict[str | None, float] = {}  # sampler label -> FLOPs per sample
         self._warned = False
+        # the samples come from a class-conditional model: class i mod K for sample i (class scores apply)
+        self.conditional = False
 
     def extractor_name(self) -> str:
         """The main extractor: ``eval.extractor`` with ``auto`` resolved (:func:`auto_extractor`).
@@ -270,7 +275,7 @@ class Evaluator:
             self.scores, self.skipped, self.spaces = [], {}, {}
             for space in ["", *(e for e in dict.fromkeys(s.extractors) if e != name)]:
                 ctx = SuiteContext(s, self.spec, self.datamodule, self.main, None, device, rank == 0,
-                                   self.extractors)
+                                   self.extractors, conditional=self.conditional)
                 ctx.main = ctx.extractor(space) if space else self.main  # built once, run on every batch
                 ctx.reference = reference_features(self.datamodule, ctx.main, ref.split, ref.num_samples,
                                                    ref.subset_seed, s.cache_path, s.batch_size)
@@ -311,11 +316,16 @@ class Evaluator:
 
     def draw_record(self, model) -> dict[str, Any]:
         label = model.sampler_label(self.sampler_factory)
-        return {**self.base_record(), "sampler": label,
-                "sampler_config": self.sampler if label is not None else None,
-                "sampling_flops_per_sample": self._sampling_flops.get(label),
-                "ema": model.ema_weights is not None,
-                "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
+        record = {**self.base_record(), "sampler": label,
+                  "sampler_config": self.sampler if label is not None else None,
+                  "sampling_flops_per_sample": self._sampling_flops.get(label),
+                  "ema": model.ema_weights is not None,
+                  "generator": "torch.Generator(cpu) per batch, seed SeedSequence([seed + draw, batch])"}
+        if model.knobs:  # guidance scale, truncation: every score of this draw was measured with them
+            record["knobs"] = model.knob_values()
+        if model.is_conditional:
+            record["labels"] = LABELS_PROTOCOL
+        return record
 
     def base_record(self) -> dict[str, Any]:
         """The draw record's fields that do not depend on what draws the samples."""
@@ -344,9 +354,14 @@ class Evaluator:
         counting on stacked digits); every score sees only its own first samples."""
         return max([self.settings.num_samples, *(sc.samples_needed or 0 for sc in self.scores)])
 
+    def _labels(self, index: Tensor) -> Tensor | None:
+        """The classes samples ``index`` of a draw are asked for (conditional models), else ``None``."""
+        return requested_labels(index, self.spec.num_classes) if self.conditional else None
+
     def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None) -> None:
         feats = {name: ext(samples) for name, ext in self.extractors.items()}
-        batch = EvalBatch(samples, feats, index, clips)
+        steps = clips.shape[2] if clips is not None else 1
+        batch = EvalBatch(samples, feats, index, clips, self._labels(index // steps))
         for score in self.scores:
             score.update(_first_samples(batch, score.samples_needed or self.settings.num_samples))
 
@@ -382,15 +397,37 @@ class Evaluator:
         # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
         kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
         label = model.sampler_label(self.sampler_factory)
+        if model.is_conditional != self.conditional:  # the class scores apply, or no longer: set up again
+            self.conditional, self.device = model.is_conditional, None
 
         def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor:
+            labels = self._labels(torch.arange(first, first + n))
+            args = {**kw, "labels": labels} if labels is not None else kw
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda: model.sample(n, generator=g, **kw))
+                flops, x = count_flops(lambda: model.sample(n, generator=g, **args))
                 self._sampling_flops[label] = flops / n
                 return x
-            return model.sample(n, generator=g, **kw)
+            return model.sample(n, generator=g, **args)
 
         return self.evaluate_draws(draw, model.device, lambda: self.draw_record(model), step, tag)
+
+    def evaluate_knobs(self, model, step: int | None = None, tag: str = "final",
+                       current: EvalResult | None = None) -> list[dict[str, Any]]:
+        """One evaluation per combination of the ``eval.knobs`` values that ``model`` has knobs for
+        (``[]`` when none applies), each ``{"knobs": {...}, **result}``; the model's own knob values are
+        restored afterwards. ``current``: this evaluator's result at the model's current knob values,
+        reused for the combination equal to them instead of drawing the same samples again."""
+        out = []
+        for values in knob_grid(model, self.settings.knobs):
+            same = current is not None and all(model.knob_values()[k] == v for k, v in values.items())
+            if same:
+                result = current
+            else:
+                with model.knobs_applied(**values):
+                    result = self.evaluate(model, step=step, tag=f"{tag}-{knob_tag(values)}")
+            reused = {"seconds": 0.0, "reused": True} if same else {}
+            out.append({"knobs": values, **result.to_json(), **reused})
+        return out
 
     def evaluate_draws(self, draw: DrawBatch, device: torch.device | str,
                        record: Callable[[], dict[str, Any]], step: int | None = None,
@@ -551,6 +588,11 @@ class EvaluationCallback(Periodic):
         wall = {"wall_s": round(state.wall_time, 3)} if state is not None else {}
         self.history.append({"step": step, **wall, **result.values()})
         self.last = {**result.to_json(), "tag": tag, "name": self.settings.name}
+        if tag == "final" and self.settings.knobs:  # the trade-off curve of guidance / truncation
+            sweep = self._evaluator(trainer).evaluate_knobs(pl_module, step=step, tag=tag, current=result)
+            self.eval_seconds += sum(r["seconds"] for r in sweep)
+            if sweep:
+                self.last["knob_sweep"] = sweep
         return result
 
     def _due(self, step: int) -> bool:

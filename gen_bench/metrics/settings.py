@@ -17,6 +17,8 @@ from typing import Any, TypeVar, get_type_hints
 from gen_bench.metrics.registry import METRICS
 
 T = TypeVar("T")
+#: The sampling-time knobs of the models (``GenerativeModule.knobs``) an evaluation may sweep.
+KNOB_NAMES = ("guidance", "truncation")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -342,6 +344,10 @@ class EvalSettings:
         inception_weights: A local Inception-v3 weights file (torch-fidelity's
             ``weights-inception-2015-12-05-6726825d.pth``).
         assets_dir: A folder written by ``gen-bench assets fetch`` (searched for that file).
+        knobs: Sampling knob -> values (``{guidance: [0, 1, 2]}``, ``{truncation: [0.5, null]}``): the
+            final evaluation (and ``gen-bench eval``) scores the model once more at each combination
+            of the values of the knobs it has (a model without a knob ignores it), every result
+            recording its knob values. A knob set to ``None``, or absent: not swept.
     """
 
     name: str = "default"
@@ -373,6 +379,7 @@ class EvalSettings:
     inception: InceptionOptions = field(default_factory=InceptionOptions)
     dinov2: DinoV2Options = field(default_factory=DinoV2Options)
     video: VideoSettings = field(default_factory=VideoSettings)
+    knobs: dict[str, list[float | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -399,6 +406,11 @@ class EvalSettings:
             raise ValueError(f"eval.fid_inf needs at least 2 distinct sample counts in [2, eval.num_samples="
                              f"{self.num_samples}], got {sizes}: set eval.fid_inf.points=N (N >= 2) or "
                              f"eval.fid_inf.counts=[...]")
+        self.knobs = {k: v for k, v in self.knobs.items() if v is not None}  # null: not swept
+        unknown_knobs = [k for k in self.knobs if k not in KNOB_NAMES]
+        if unknown_knobs or not all(isinstance(v, (list, tuple)) and v for v in self.knobs.values()):
+            raise ValueError(f"eval.knobs maps a knob ({', '.join(KNOB_NAMES)}) to a list of values or null, "
+                             f"e.g. eval.knobs.guidance=[0,1,2]; got {dict(self.knobs)}")
         if self.fwd.level is not None and self.fwd.level < 1:
             raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):

@@ -39,12 +39,14 @@ class EvalBatch:
         features: Extractor name -> ``{"pool": (B, d)[, "logits": (B, k)]}``.
         index: (B,) global indices of the samples in the draw.
         clips: Video only: the (N, C, T, H, W) clips whose frames are ``samples`` (video metrics).
+        labels: (B,) the classes the samples were asked for (class-conditional models), else ``None``.
     """
 
     samples: Tensor
     features: dict[str, dict[str, Tensor]]
     index: Tensor
     clips: Tensor | None = None
+    labels: Tensor | None = None
 
 
 @dataclass
@@ -52,6 +54,8 @@ class SuiteContext:
     """What builders need: settings, data, the main extractor and its reference features.
 
     ``extractor(name)`` returns another extractor (built once and then run on every batch too).
+    ``conditional``: the samples come from a class-conditional model, with the labels they were asked
+    for (:attr:`EvalBatch.labels`).
     """
 
     settings: EvalSettings
@@ -62,6 +66,7 @@ class SuiteContext:
     device: torch.device
     is_rank_zero: bool
     extractors: dict[str, FeatureExtractor] = field(default_factory=dict)
+    conditional: bool = False
 
     def extractor(self, name: str) -> FeatureExtractor:
         if name not in self.extractors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -19,17 +20,23 @@ if TYPE_CHECKING:
 class GenerativeModule(L.LightningModule):
     """Base class of every model.
 
-    The evaluator, the sample and eval commands, the sample-grid callback and the leaderboard use
-    only what this class declares: :meth:`sample` (and :meth:`interpolate` for latent models),
-    :meth:`sampler_label`, :attr:`spec`, :attr:`is_conditional`, :attr:`ema_weights` and
-    :attr:`progress`. Each has a default that is right for a model without the feature, so callers
-    never probe a model for it.
+    The evaluator, the sample, eval and interpolate commands, the sample-grid callback and the
+    leaderboard use only what this class declares: :meth:`sample` (and, for latent models,
+    :meth:`sample_latent`, :meth:`decode` and :meth:`interpolate`), :meth:`sampler_label`,
+    :attr:`spec`, :attr:`is_conditional` (with :meth:`check_labels` and :meth:`draw_labels`),
+    :attr:`knobs`, :attr:`ema_weights` and :attr:`progress`. Each has a default that is right for a
+    model without the feature, so callers never probe a model for it.
 
     Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
     (toy data: (N, 2) in data units).
 
     Attributes:
-        is_conditional: Whether :meth:`sample` takes ``labels`` (a class-conditional model sets it).
+        is_conditional: Whether :meth:`sample` takes ``labels`` (a class-conditional model sets it):
+            one class index per sample, in ``range(spec.num_classes)``.
+        knobs: Names of the sampling-time settings of the model, attributes that change what
+            :meth:`sample` draws without retraining (``guidance`` of a classifier-free-guided model,
+            ``truncation`` of a GAN); set them with :meth:`knobs_applied`, read them with
+            :meth:`knob_values` (recorded with every score).
         ema_weights: The averaged weights samples are drawn with (``None``: the live weights, and
             always for a model without weight EMA); setting it to ``None`` samples with the live ones.
         progress: Show a progress bar while sampling (models that sample in many network passes;
@@ -40,6 +47,7 @@ class GenerativeModule(L.LightningModule):
     """
 
     is_conditional: bool = False
+    knobs: tuple[str, ...] = ()
     ema_weights: EMAWeights | None = None
     progress: bool = False
 
@@ -89,7 +97,10 @@ class GenerativeModule(L.LightningModule):
             n: Number of samples.
             generator: Source of every random number of the draw (``None``: the global RNG).
             labels: (n,) class labels, for models whose :attr:`is_conditional` is true; an error
-                for the others (:meth:`check_labels`).
+                for the others (:meth:`check_labels`). ``None`` for a conditional model: labels drawn
+                uniformly by :meth:`draw_labels` from ``generator`` before anything else: a caller
+                that must record the labels draws them itself, ``y = draw_labels(n, g)`` then
+                ``sample(n, g, labels=y)``, and gets what ``sample(n, g)`` would have drawn.
             sampler: A sampler factory (``conf/sampler/``, Hydra ``_partial_``) that overrides the
                 model's own sampler; ignored by models that sample in one pass (GANs), whose
                 :meth:`sampler_label` is ``None``.
@@ -109,6 +120,13 @@ class GenerativeModule(L.LightningModule):
         """
         return None
 
+    def deterministic_sampler(self, sampler: Any = None) -> Any:
+        """The sampler factory :meth:`decode` runs for ``sampler``: one whose samples are a function of
+        the starting noise alone (latent walks, path lengths). Iterative models: ``sampler`` (or
+        their own) when it is deterministic, else a deterministic default (DDIM with eta 0), and a
+        ValueError for a stochastic ``sampler``; ``None`` for models that sample in one pass."""
+        return None
+
     def check_labels(self, labels: Tensor | None, n: int) -> None:
         """Refuse ``labels`` for an unconditional model, and labels that are not one per sample.
 
@@ -123,9 +141,97 @@ class GenerativeModule(L.LightningModule):
         if labels.shape != (n,):
             raise ValueError(f"labels must be one class per sample, shape ({n},); got {tuple(labels.shape)}")
 
-    def interpolate(self, z0: Tensor, z1: Tensor, steps: int) -> Tensor:
-        """Samples along a path between two latents (latent models only)."""
-        raise NotImplementedError(f"{type(self).__name__} has no latent space to interpolate")
+    def draw_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n,) class labels drawn uniformly from ``generator``, on the model's device (conditional
+        models; what :meth:`sample` asks for when it is given no labels)."""
+        if not self.is_conditional:
+            raise ValueError(f"{type(self).__name__} is not class-conditional: it has no labels to draw")
+        device = generator.device if generator is not None else self.device
+        return torch.randint(self.spec.num_classes, (n,), generator=generator, device=device).to(self.device)
+
+    def labels_for(self, n: int, labels: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+        """The labels :meth:`sample` draws with: ``None`` for an unconditional model, ``labels`` (checked,
+        on the model's device) when given, else :meth:`draw_labels`."""
+        self.check_labels(labels, n)
+        if not self.is_conditional:
+            return None
+        if labels is None:
+            return self.draw_labels(n, generator)
+        if labels.dtype.is_floating_point or (labels.numel() and (labels.min() < 0
+                                                                  or labels.max() >= self.spec.num_classes)):
+            raise ValueError(f"labels must be class indices in [0, {self.spec.num_classes}), got "
+                             f"{labels.tolist()[:8]}")
+        return labels.to(self.device)
+
+    # --- sampling-time knobs (guidance, truncation) ---------------------------------------------
+    def knob_values(self) -> dict[str, float | None]:
+        """The current value of every knob of the model (``{}`` for a model without knobs)."""
+        return {name: getattr(self, name) for name in self.knobs}
+
+    @contextmanager
+    def knobs_applied(self, **values: float | None) -> Iterator[None]:
+        """Sample with the given knob values inside the block, restoring the previous ones afterwards.
+
+        Raises:
+            ValueError: A knob the model does not have, naming the ones it has.
+        """
+        unknown = [k for k in values if k not in self.knobs]
+        if unknown:
+            has = ", ".join(self.knobs) or "none"
+            raise ValueError(f"{type(self).__name__} has no sampling knob {', '.join(map(repr, unknown))} "
+                             f"(its knobs: {has}); guidance is for class-conditional diffusion and flow "
+                             "models (model.conditional=true), truncation for GANs")
+        before = self.knob_values()
+        try:
+            for name, value in values.items():
+                setattr(self, name, self.check_knob(name, value))
+            yield
+        finally:
+            for name, value in before.items():
+                setattr(self, name, value)
+
+    def check_knob(self, name: str, value: float | None) -> float | None:
+        """``value`` as the knob ``name`` takes it, or a ValueError naming the valid range."""
+        return value
+
+    # --- latent models ----------------------------------------------------------------------------
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, ...) latents, the randomness :meth:`sample` turns into samples through :meth:`decode`
+        (latent models: a GAN's z, a diffusion model's starting noise)."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent space")
+
+    def decode(self, latents: Tensor, labels: Tensor | None = None, sampler: Any = None) -> Tensor:
+        """Latents (n, ...) -> samples in data space, deterministically (latent models).
+
+        Args:
+            latents: From :meth:`sample_latent` (or a path between such latents).
+            labels: Conditional models: (n,) class indices, or (n, K) weights over the K classes
+                (a path between two classes mixes their embeddings).
+            sampler: Iterative models: a deterministic sampler factory (``None``: the model's own, or
+                its deterministic counterpart); ignored by models that decode in one pass.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no latent space")
+
+    def interpolate(self, z0: Tensor, z1: Tensor, steps: int, labels: Tensor | None = None,
+                    mode: str = "slerp", sampler: Any = None) -> Tensor:
+        """Decode ``steps`` latents on the path from z0 to z1 (latent models only).
+
+        Args:
+            z0, z1: Two latents of one sample each (shape of :meth:`sample_latent` without the batch).
+            steps: Points on the path, ends included.
+            labels: Conditional models: one label for the whole path ((), (1,) or (steps,) indices, or
+                (steps, K) weights).
+            mode: ``slerp`` (the path Gaussian latents prefer) or ``lerp``.
+            sampler: See :meth:`decode`.
+
+        Returns:
+            (steps, ...) samples in data space, the first decoded from z0 and the last from z1.
+        """
+        t = torch.linspace(0, 1, steps, device=z0.device)
+        path = latent_path(z0, z1, t, mode)
+        if labels is not None and labels.ndim < 2:
+            labels = labels.reshape(-1).expand(steps) if labels.numel() == 1 else labels
+        return self.decode(path, labels, sampler)
 
     def randn(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal noise on the model's device, drawn from ``generator`` when given."""
@@ -179,4 +285,33 @@ def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
         out = (1 - t) * a + t * b
     else:
         out = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    # the ends exactly: sin(omega) / sin(omega) is 1 only up to rounding
+    out = torch.where(t == 0, a, torch.where(t == 1, b, out))
     return out.reshape(-1, *z0.shape)
+
+
+def latent_path(z0: Tensor, z1: Tensor, t: Tensor, mode: str = "slerp") -> Tensor:
+    """(S, ...) latents at positions ``t`` (S,) in [0, 1] from z0 to z1: ``slerp`` or ``lerp``."""
+    if mode == "slerp":
+        return slerp(z0, z1, t)
+    if mode == "lerp":
+        shape = [-1, *[1] * z0.ndim]
+        return (1 - t.reshape(shape)) * z0 + t.reshape(shape) * z1
+    raise ValueError(f"unknown interpolation mode {mode!r}; valid: 'slerp', 'lerp'")
+
+
+def knob_grid(model: GenerativeModule,
+              requested: dict[str, list[float | None]]) -> list[dict[str, float | None]]:
+    """Every combination of the ``requested`` knob values that ``model`` has knobs for (in the order
+    given, the first knob slowest); ``[]`` when it has none of them."""
+    names = [k for k in requested if k in model.knobs]
+    if not names:
+        return []
+    grid = itertools.product(*(requested[k] for k in names))
+    return [dict(zip(names, values, strict=True)) for values in grid]
+
+
+def knob_tag(values: dict[str, float | None]) -> str:
+    """A name for a setting of knobs, for folders and pictures: ``guidance2``, ``truncation0.5``,
+    ``truncationnone``."""
+    return "-".join(f"{k}{'none' if v is None else f'{v:g}'}" for k, v in values.items())

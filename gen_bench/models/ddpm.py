@@ -6,10 +6,13 @@ sampler factory (ancestral DDPM by default; DDIM or another sampler can be swapp
 :meth:`DDPM.sample`'s ``sampler`` argument or by assigning ``model.sampler``, with no retraining).
 
 2-D toy data are scaled to about unit variance in model space, and training images may be flipped
-(``hflip``): :class:`~gen_bench.models.iterative.IterativeModule`.
+(``hflip``): :class:`~gen_bench.models.iterative.IterativeModule`, which also holds class
+conditioning with classifier-free guidance (``conditional``, ``p_uncond``, ``guidance``).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +20,7 @@ from torch import Tensor, nn
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import (
+    DDIMSampler,
     DDPMSampler,
     FlowSampler,
     GaussianDiffusion,
@@ -36,7 +40,8 @@ class DDPM(IterativeModule):
 
     Args:
         spec: The dataset's spec.
-        denoiser: ``(x_t (B, ...), t (B,) long) -> eps (B, ...)``.
+        denoiser: ``(x_t (B, ...), t (B,) long[, y (B,)]) -> eps (B, ...)``; takes class labels ``y``
+            when the model is ``conditional``.
         diffusion: The Gaussian process (T, schedule).
         optimizer: Factory ``params -> Optimizer`` (Hydra ``_partial_``).
         sampler: Factory ``(diffusion, clip_x0=...) -> Sampler`` used by :meth:`sample`
@@ -48,6 +53,10 @@ class DDPM(IterativeModule):
         progress: Show a progress bar while sampling.
         hflip: Flip each training image left-right with probability 1/2 (Ho et al.'s CIFAR-10
             training); images only.
+        conditional: Class-conditional with classifier-free guidance (the denoiser built
+            ``conditional`` too).
+        p_uncond: Rate at which training labels become "no class" (0.1 in Ho and Salimans).
+        guidance: Guidance scale w of :meth:`sample` (0: the conditional prediction).
     """
 
     sampling_network_name = "denoiser"
@@ -65,15 +74,20 @@ class DDPM(IterativeModule):
         sample_batch_size: int = 1024,
         progress: bool = True,
         hflip: bool = False,
+        conditional: bool = False,
+        p_uncond: float = 0.1,
+        guidance: float = 0.0,
     ) -> None:
         super().__init__(spec, optimizer, sampler or DDPMSampler, warmup_steps, grad_clip, toy_scale,
-                         sample_batch_size, progress, hflip)
+                         sample_batch_size, progress, hflip, conditional, p_uncond, guidance)
         self.denoiser = denoiser
         self.diffusion = diffusion
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.diffusion.loss(self.denoiser, self.training_input(batch))
+        x0, y = self.training_input(batch), self.training_labels(batch)
+        denoiser = self.denoiser if y is None else (lambda x, t: self.denoiser(x, t, y))
+        loss = self.diffusion.loss(denoiser, x0)
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
         return loss
 
@@ -87,6 +101,18 @@ class DDPM(IterativeModule):
                              f"flow sampler {cls.__name__} (that is for model=flow_matching)")
         return factory(self.diffusion, clip_x0=None if self.spec.kind == "toy2d" else 1.0)
 
-    def integrate(self, sampler: Sampler, noise: Tensor, generator: torch.Generator | None) -> Tensor:
-        """x_T = ``noise`` -> x_0 through ``sampler``'s steps, one denoiser call each."""
-        return sample_loop(self.denoiser, sampler, noise, generator, progress=self.progress)
+    def integrate(self, sampler: Sampler, noise: Tensor, generator: torch.Generator | None,
+                  labels: Tensor | None = None) -> Tensor:
+        """x_T = ``noise`` -> x_0 through ``sampler``'s steps, one (guided) denoiser call each."""
+        return sample_loop(self.prediction(labels), sampler, noise, generator, progress=self.progress)
+
+    def deterministic_sampler(self, sampler: SamplerFactory | None = None) -> SamplerFactory:
+        factory = sampler or self.sampler
+        if self.bind_sampler(factory).deterministic:
+            return factory
+        if sampler is not None:
+            label = self.bind_sampler(sampler).label
+            raise ValueError(f"{label} adds noise at every step, so its samples are not a function of the "
+                             "starting noise: use sampler=ddim (eta 0) or sampler=dpmpp")
+        # the model's own sampler is stochastic (ancestral): DDIM with eta 0, 50 steps (or all T)
+        return partial(DDIMSampler, steps=min(50, self.diffusion.num_timesteps), eta=0.0)

@@ -19,24 +19,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
-from gen_bench.models.gan import GANBase, OptimizerFactory, apply_spectral_norm
+from gen_bench.models.gan import GANBase, OptimizerFactory, apply_spectral_norm, hinge_d_loss, hinge_g_loss
 
 DISCRIMINATORS = ("spatial", "temporal")
-
-
-def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
-    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-
-
-def hinge_g_loss(fake: Tensor) -> Tensor:
-    """-E[D(G(z))]."""
-    return -fake.mean()
 
 
 class DVDGAN(GANBase):

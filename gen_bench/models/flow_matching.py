@@ -6,7 +6,8 @@ The objective holds the network (``velocity(x_t, s) -> v``, the DDPM UNet or MLP
 sinusoidal embedding), the path (:class:`~gen_bench.diffusion.RectifiedFlow`: time sampling, loss) and
 a sampler factory (:class:`~gen_bench.diffusion.FlowSampler`: Euler or Heun, any number of steps,
 swapped in with :meth:`sample`'s ``sampler`` argument or by assigning ``model.sampler``). Training,
-EMA, toy-data scaling and batched sampling are DDPM's (:class:`~gen_bench.models.iterative.IterativeModule`).
+EMA, toy-data scaling, batched sampling and class conditioning with classifier-free guidance (of the
+velocity) are DDPM's (:class:`~gen_bench.models.iterative.IterativeModule`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class FlowMatching(IterativeModule):
 
     Args:
         spec: The dataset's spec.
-        velocity: ``(x_t (B, ...), s (B,) float) -> v (B, ...)`` with ``s = t * time_scale``.
+        velocity: ``(x_t (B, ...), s (B,) float[, y (B,)]) -> v (B, ...)`` with ``s = t * time_scale``;
+            takes class labels ``y`` when the model is ``conditional``.
         flow: The path and its time sampling.
         optimizer: Factory ``params -> Optimizer`` (Hydra ``_partial_``).
         sampler: Factory ``() -> FlowSampler`` used by :meth:`sample` (default: Heun, 50 steps).
@@ -41,6 +43,10 @@ class FlowMatching(IterativeModule):
         sample_batch_size: Largest batch the network sees while sampling.
         progress: Show a progress bar while sampling.
         hflip: Flip each training image left-right with probability 1/2; images only.
+        conditional: Class-conditional with classifier-free guidance (the network built
+            ``conditional`` too).
+        p_uncond: Rate at which training labels become "no class".
+        guidance: Guidance scale w of :meth:`sample`: v = (1 + w) v(x, t, y) - w v(x, t, no class).
     """
 
     sampling_network_name = "velocity"
@@ -59,22 +65,27 @@ class FlowMatching(IterativeModule):
         sample_batch_size: int = 1024,
         progress: bool = True,
         hflip: bool = False,
+        conditional: bool = False,
+        p_uncond: float = 0.1,
+        guidance: float = 0.0,
     ) -> None:
         super().__init__(spec, optimizer, sampler or HeunSampler, warmup_steps, grad_clip, toy_scale,
-                         sample_batch_size, progress, hflip)
+                         sample_batch_size, progress, hflip, conditional, p_uncond, guidance)
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.velocity = velocity
         self.flow = flow
         self.time_scale = time_scale
 
-    def velocity_field(self, x: Tensor, t: Tensor) -> Tensor:
-        """v(x, t) for (B,) times t in [0, 1]: the network at ``t * time_scale``."""
-        return self.velocity(x, t * self.time_scale)
+    def velocity_field(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """v(x, t[, y]) for (B,) times t in [0, 1]: the network at ``t * time_scale`` (labels ``y`` for
+        a conditional model; ``None``: "no class")."""
+        return self.network(x, t * self.time_scale, y)
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.flow.loss(self.velocity_field, self.training_input(batch))
+        x0, y = self.training_input(batch), self.training_labels(batch)
+        loss = self.flow.loss(lambda x, t: self.velocity_field(x, t, y), x0)
         self.log(keys.LOSS_DIFFUSION, loss.detach(), prog_bar=True)
         return loss
 
@@ -92,6 +103,13 @@ class FlowMatching(IterativeModule):
                              f"got {type(bound).__name__}")
         return bound
 
-    def integrate(self, sampler: FlowSampler, noise: Tensor, generator: torch.Generator | None) -> Tensor:
-        """x(1) = ``noise`` -> x(0) by the deterministic ODE (``generator`` is not needed after the noise)."""
-        return flow_sample_loop(self.velocity_field, sampler, noise, progress=self.progress)
+    def integrate(self, sampler: FlowSampler, noise: Tensor, generator: torch.Generator | None,
+                  labels: Tensor | None = None) -> Tensor:
+        """x(1) = ``noise`` -> x(0) by the deterministic ODE of the (guided) velocity (``generator`` is not
+        needed after the noise)."""
+        return flow_sample_loop(self.prediction(labels, self.velocity_field), sampler, noise,
+                                progress=self.progress)
+
+    def deterministic_sampler(self, sampler: FlowSamplerFactory | None = None) -> FlowSamplerFactory:
+        """``sampler`` or the model's own: every flow sampler integrates the ODE deterministically."""
+        return sampler or self.sampler

@@ -27,7 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
 from gen_bench.ema import EMASampling
-from gen_bench.models.base import GenerativeModule, slerp
+from gen_bench.models.base import GenerativeModule
 from gen_bench.models.nets.packing import check_pack, pack_samples
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -57,14 +57,46 @@ class InstanceNoise:
         return self.sigma_start * max(0.0, 1.0 - step / self.anneal_steps)
 
 
-def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> nn.Module:
-    """Spectral-normalise the weight of every conv and linear layer of ``module`` in place."""
+def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1,
+                        embeddings: bool = False) -> nn.Module:
+    """Spectral-normalise the weight of every conv and linear layer of ``module`` in place (and of every
+    embedding table with ``embeddings``: the class projection of a projection discriminator)."""
+    kinds: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    kinds += (nn.Embedding,) if embeddings else ()
     for name, child in list(module.named_children()):
-        if isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(child, kinds):
             setattr(module, name, _spectral_norm(child, n_power_iterations=n_power_iterations))
         else:
-            apply_spectral_norm(child, n_power_iterations)
+            apply_spectral_norm(child, n_power_iterations, embeddings)
     return module
+
+
+def truncated_normal(shape: tuple[int, ...], threshold: float, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> Tensor:
+    """Standard normal values with every one beyond +-``threshold`` drawn again until none is (the
+    truncation trick of Brock et al. 2019): a normal truncated to [-threshold, threshold].
+
+    Draws come from ``generator`` (on its device) when given; the result goes to ``device``.
+    """
+    if not threshold > 0:
+        raise ValueError(f"the truncation threshold must be > 0, got {threshold}")
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn(shape, generator=generator, device=gen_device)
+    outside = z.abs() > threshold
+    while bool(outside.any()):  # each round redraws only the values still outside
+        z[outside] = torch.randn(int(outside.sum()), generator=generator, device=gen_device)
+        outside = z.abs() > threshold
+    return z.to(device) if device is not None else z
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim and Ye 2017; SAGAN, BigGAN, DVD-GAN)."""
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def hinge_g_loss(fake: Tensor) -> Tensor:
+    """-E[D(G(z))]."""
+    return -fake.mean()
 
 
 def uses_batch_norm(module: nn.Module) -> bool:
@@ -78,6 +110,12 @@ class GANBase(EMASampling, GenerativeModule):
 
     Samples come from the generator's EMA weights when the run has ``model.ema`` set (off by
     default for GANs; Yazici et al. 2019 found generator averaging improves FID).
+
+    The truncation trick (Brock et al. 2019), the ``truncation`` knob: with a threshold psi, the
+    latents :meth:`sample_latent` draws for sampling are standard normal values redrawn until all lie
+    in [-psi, psi], trading variety for fidelity without retraining; ``None`` (the default, and
+    always while training): no truncation. A class-conditional GAN (:attr:`is_conditional`) calls
+    its generator as ``generator(z, y)``.
 
     Packing (PacGAN, Lin et al. 2018), off at ``pack=1``: the objective passes every batch it
     gives the discriminator through :meth:`packed`, so a batch of B real (or B generated) samples
@@ -134,35 +172,40 @@ class GANBase(EMASampling, GenerativeModule):
     def latent_dim(self) -> int:
         return self.generator.latent_dim
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.randn(n, self.latent_dim, generator=generator)
+    knobs = ("truncation",)
+    truncation: float | None = None
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Latents (N, latent_dim) -> samples in data space, in eval mode without gradients."""
+    def check_knob(self, name: str, value: float | None) -> float | None:
+        if name == "truncation":
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"truncation must be a threshold > 0 (e.g. 0.5) or null (none), "
+                                 f"got {value!r}")
+            return None if value is None else float(value)
+        return super().check_knob(name, value)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, latent_dim) standard normal latents, truncated to [-psi, psi] when the ``truncation``
+        knob is set (never while training, where it is ``None``)."""
+        if self.truncation is None:
+            return self.randn(n, self.latent_dim, generator=generator)
+        return truncated_normal((n, self.latent_dim), self.truncation, generator, self.device)
+
+    def decode(self, latents: Tensor, labels: Tensor | None = None, sampler: Any = None) -> Tensor:
+        """Latents (N, latent_dim) -> samples in data space, in eval mode without gradients; ``labels``
+        (N,) or (N, K) weights for a conditional GAN; ``sampler`` is ignored."""
+        if labels is not None and not self.is_conditional:
+            self.check_labels(labels, latents.shape[0])
         with self.sampling_mode():
-            return self.to_data_space(self.generator(z.to(self.device)))
+            z = latents.to(self.device)
+            x = self.generator(z) if labels is None else self.generator(z, labels.to(self.device))
+            return self.to_data_space(x)
 
     def sample(self, n: int, generator: torch.Generator | None = None, *, labels: Tensor | None = None,
                sampler: Any = None) -> Tensor:
-        """``n`` samples from one generator pass over fresh latents; ``sampler`` is ignored (a GAN
-        has no sampler to choose)."""
-        self.check_labels(labels, n)
-        return self.decode(self.sample_latent(n, generator))
-
-    def interpolate(self, z0: Tensor, z1: Tensor, steps: int, mode: str = "slerp") -> Tensor:
-        """Decode ``steps`` latents on the path from z0 to z1 (``slerp`` or ``lerp``).
-
-        Returns:
-            (steps, ...) samples in data space, the first from z0 and the last from z1.
-        """
-        t = torch.linspace(0, 1, steps, device=z0.device)
-        if mode == "slerp":
-            z = slerp(z0, z1, t)
-        elif mode == "lerp":
-            z = (1 - t[:, None]) * z0.flatten() + t[:, None] * z1.flatten()
-        else:
-            raise ValueError(f"unknown interpolation mode {mode!r}; valid: 'slerp', 'lerp'")
-        return self.decode(z)
+        """``n`` samples from one generator pass over fresh latents (after the labels, when they are
+        drawn); ``sampler`` is ignored (a GAN has no sampler to choose)."""
+        labels = self.labels_for(n, labels, generator)
+        return self.decode(self.sample_latent(n, generator), labels)
 
 
 class DCGAN(GANBase):

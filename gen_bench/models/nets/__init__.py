@@ -21,3 +21,13 @@ __all__ += ["SpatialDiscriminator", "TemporalDiscriminator", "VideoGenerator"]
 from gen_bench.models.nets.resnet import ResNetDiscriminator, ResNetGenerator  # noqa: E402
 
 __all__ += ["ResNetDiscriminator", "ResNetGenerator"]
+
+from gen_bench.models.nets.biggan import (  # noqa: E402
+    BigGANGenerator,
+    ConditionalMLPGenerator,
+    ProjectionDiscriminator,
+    ProjectionMLPDiscriminator,
+)
+
+__all__ += ["BigGANGenerator", "ConditionalMLPGenerator", "ProjectionDiscriminator",
+            "ProjectionMLPDiscriminator"]

@@ -164,6 +164,9 @@ class ResNetDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*layers)  # (B, widths[-1], 4, 4)
         self.linear = nn.Linear(widths[-1], 1)
 
+    def features(self, x: Tensor) -> Tensor:
+        """ReLU of the last block's output, summed over positions (SNGAN's global sum pooling): (B, C)."""
+        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling (SNGAN): (B, C)
-        return self.linear(h).squeeze(1)
+        return self.linear(self.features(x)).squeeze(1)

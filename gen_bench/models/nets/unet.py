@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
+from gen_bench.models.nets.embedding import ClassEmbedding, add_class_embedding, conditional_classes
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -93,7 +94,12 @@ class Block(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps-prediction network: (x_t (B, C, S, S), t (B,)) -> eps (B, C, S, S).
+    """eps-prediction network: (x_t (B, C, S, S), t (B,)[, y]) -> eps (B, C, S, S).
+
+    Class-conditional (``conditional``): a learned class embedding is added to the timestep
+    embedding (classifier-free guidance, Ho and Salimans 2022), with one more "no class" vector,
+    index K, for the unconditional prediction; ``y`` is (B,) class indices or (B, K[+1]) weights, and
+    ``None`` means no class.
 
     Args:
         spec: The image dataset's spec (channels and size).
@@ -103,11 +109,12 @@ class UNet(nn.Module):
         attn_resolutions: Feature-map sizes (e.g. 16 for 16x16) that get self-attention.
         dropout: Dropout rate inside the residual blocks.
         norm_groups: GroupNorm groups (32 in the paper; fewer when a layer has fewer channels).
+        conditional: Condition on the dataset's class labels (``spec.num_classes``).
     """
 
     def __init__(self, spec: DataSpec, ch: int = 16, ch_mult: Sequence[int] = (1, 2, 4),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), dropout: float = 0.1,
-                 norm_groups: int = 32) -> None:
+                 norm_groups: int = 32, conditional: bool = False) -> None:
         super().__init__()
         size, levels = spec.image_size, len(ch_mult)
         if size % 2 ** (levels - 1):
@@ -116,6 +123,8 @@ class UNet(nn.Module):
         self.ch = ch
         temb_dim = 4 * ch
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        self.class_embedding = (ClassEmbedding(conditional_classes(spec, "UNet"), temb_dim, null=True)
+                                if conditional else None)
         self.conv_in = nn.Conv2d(spec.channels, ch, 3, padding=1)
 
         # Every entry of ``down`` pushes its output on the skip stack; every Block of ``up`` pops one.
@@ -149,8 +158,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.temb(timestep_embedding(t, self.ch))  # (B, 4 ch)
+        temb = add_class_embedding(temb, self.class_embedding, y)
         h = self.conv_in(x)  # (B, ch, S, S)
         hs = [h]
         for layer in self.down:
