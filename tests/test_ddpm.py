@@ -264,27 +264,27 @@ def test_previews_and_training_time_scores_use_the_training_sampler(tmp_path):
             "eval.batch_size=32", "eval.metrics=[fid,modes]", "eval.every_n_steps=0",
             "eval.modes.num_samples=64"]
     summary = run_training(compose_train(over, tmp_path / "ddim"))
-    assert summary["eval"]["draw"]["sampler"] == "ddim3"
+    assert summary["eval"]["draw"]["sampler"] == "ddim3_eta1"  # stochastic DDIM: test_training_sampler.py
     assert summary["eval"]["draw"]["sampler_config"]["steps"] == 3
     model, dm, cfg, _ = load_model(tmp_path / "ddim")
     assert model.bind_sampler().label == "ddpm"  # its own sampler is still ancestral
     grid = cfg.callbacks.sample_grid
     pts = model.sample(grid.num_points, generator=torch.Generator().manual_seed(grid.seed),
-                       sampler=lambda d, **kw: DDIMSampler(d, steps=3, **kw))
+                       sampler=lambda d, **kw: DDIMSampler(d, steps=3, eta=1.0, **kw))
     expected = save_scatter(pts, tmp_path / "expected.png", centers=dm.spec.mode_centers, title="DDPM step 3")
     with Image.open(expected) as a, Image.open(tmp_path / "ddim" / "samples" / "scatter_final.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
     # gen-bench eval: the model's own sampler unless told; told DDIM-3 it reproduces the training scores
     evals = {}
-    for name, extra in (("own", []), ("ddim", ["sampler=ddim", "sampler.steps=3"])):
+    for name, extra in (("own", []), ("ddim", ["sampler=ddim", "sampler.steps=3", "sampler.eta=1"])):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             ecfg = compose("eval", overrides=[f"ckpt={tmp_path / 'ddim'}", "eval=fast", "eval.num_samples=64",
                                               "eval.batch_size=32", "eval.metrics=[fid,modes]",
                                               "eval.modes.num_samples=64", f"out_dir={tmp_path / name}",
                                               *extra])
         evals[name] = eval_command(ecfg)["eval"]
-    assert evals["own"]["draw"]["sampler"] == "ddpm" and evals["ddim"]["draw"]["sampler"] == "ddim3"
+    assert evals["own"]["draw"]["sampler"] == "ddpm" and evals["ddim"]["draw"]["sampler"] == "ddim3_eta1"
     fid = summary["eval"]["scores"]["fid"]["value"]
     assert evals["ddim"]["scores"]["fid"]["value"] == pytest.approx(fid, rel=1e-6)
     assert evals["own"]["scores"]["fid"]["value"] != pytest.approx(fid, rel=1e-3)
