@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
-METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics", "fwd")
+METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics", "fwd", "bpd")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -152,6 +152,21 @@ class FWDSettings:
     """
 
     level: int | None = None
+
+
+@dataclass
+class BPDSettings:
+    """Bits per dimension of real images under a likelihood model (metric ``bpd``).
+
+    Attributes:
+        split: The real images scored: ``heldout`` (the model never trained on them) or ``train``.
+        num_samples: Images scored (a seeded random subset); ``None``: the whole split.
+        subset_seed: Seed of that subset.
+    """
+
+    split: str = "heldout"
+    num_samples: int | None = None
+    subset_seed: int = 0
 
 
 @dataclass
@@ -365,6 +380,7 @@ class EvalSettings:
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     fid_inf: FIDInfSettings = field(default_factory=FIDInfSettings)
     fwd: FWDSettings = field(default_factory=FWDSettings)
+    bpd: BPDSettings = field(default_factory=BPDSettings)
     memorization: MemorizationSettings = field(default_factory=MemorizationSettings)
     modes: ModeSettings = field(default_factory=ModeSettings)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
@@ -397,6 +413,11 @@ class EvalSettings:
             raise ValueError(f"eval.fid_inf needs at least 2 distinct sample counts in [2, eval.num_samples="
                              f"{self.num_samples}], got {sizes}: set eval.fid_inf.points=N (N >= 2) or "
                              f"eval.fid_inf.counts=[...]")
+        if self.bpd.split not in ("train", "heldout"):
+            raise ValueError(f"eval.bpd.split must be 'train' or 'heldout', got {self.bpd.split!r}")
+        if self.bpd.num_samples is not None and self.bpd.num_samples < 1:
+            raise ValueError(f"eval.bpd.num_samples must be >= 1 or null (the whole split), "
+                             f"got {self.bpd.num_samples}")
         if self.fwd.level is not None and self.fwd.level < 1:
             raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):

@@ -70,7 +70,8 @@ class EvalBatch:
 
 @dataclass
 class SuiteContext:
-    """What builders need: settings, data, the main extractor and its reference features.
+    """What builders need: settings, data, the main extractor and its reference features, and the model
+    scored (``None`` when the samples come without it; read by scores of the model itself, ``bpd``).
 
     ``extractor(name)`` returns another extractor (built once and then run on every batch too).
     """
@@ -83,6 +84,7 @@ class SuiteContext:
     device: torch.device
     is_rank_zero: bool
     extractors: dict[str, FeatureExtractor] = field(default_factory=dict)
+    model: Any = None
 
     def extractor(self, name: str) -> FeatureExtractor:
         if name not in self.extractors:
@@ -555,5 +557,6 @@ class FWDScore(Score):
                 "num_reference": self.num_reference}
 
 
-# --- video: fvd and physics register themselves (gen_bench.metrics.video imports this module) ----------
+# --- video (fvd, physics) and likelihood (bpd) register themselves (their modules import this one) ------
+from gen_bench.metrics import likelihood as _likelihood  # noqa: E402, F401  (bpd)
 from gen_bench.metrics import video as _video  # noqa: E402, F401

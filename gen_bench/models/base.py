@@ -21,9 +21,10 @@ class GenerativeModule(L.LightningModule):
 
     The evaluator, the sample and eval commands, the sample-grid callback and the leaderboard use
     only what this class declares: :meth:`sample` (and :meth:`interpolate` for latent models),
-    :meth:`sampler_label`, :attr:`spec`, :attr:`is_conditional`, :attr:`ema_weights` and
-    :attr:`progress`. Each has a default that is right for a model without the feature, so callers
-    never probe a model for it.
+    :meth:`sampler_label`, :attr:`spec`, :attr:`is_conditional`, :attr:`ema_weights`,
+    :attr:`progress` and, for likelihood models, :meth:`likelihood_protocol` and :meth:`bits_per_dim`.
+    Each has a default that is right for a model without the feature, so callers never probe a model
+    for it.
 
     Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
     (toy data: (N, 2) in data units).
@@ -122,6 +123,21 @@ class GenerativeModule(L.LightningModule):
                              "sample it without labels")
         if labels.shape != (n,):
             raise ValueError(f"labels must be one class per sample, shape ({n},); got {tuple(labels.shape)}")
+
+    def likelihood_protocol(self) -> dict[str, Any] | None:
+        """What :meth:`bits_per_dim` measures, recorded with the ``bpd`` score: ``kind`` (``exact``, or
+        ``bound`` for a variational bound), ``levels`` (the quantisation per channel the bits refer to)
+        and how images are quantised. ``None`` (the default): the model has no likelihood."""
+        return None
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """(B,) negative log-likelihood of images ``x`` (B, C, H, W) in [0, 1], in bits per dimension of
+        the quantised data (see :meth:`likelihood_protocol`), with the weights :meth:`sample` uses.
+
+        Raises:
+            NotImplementedError: For models whose :meth:`likelihood_protocol` is ``None``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
     def interpolate(self, z0: Tensor, z1: Tensor, steps: int) -> Tensor:
         """Samples along a path between two latents (latent models only)."""
