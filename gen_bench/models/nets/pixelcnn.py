@@ -22,10 +22,10 @@ Sampling (:meth:`GatedPixelCNN.generate`) is ancestral, sub-pixel by sub-pixel, 
 drawn by the caller (inverse CDF of the softmax at a temperature). Cached (the default, the idea of
 Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"): every layer
 keeps the few rows of activations its kernel reads; a new sub-pixel recomputes the horizontal stack
-at that position only, and a finished row runs the vertical stack over that row only. Each position
-of each layer is computed once (the horizontal stack once per channel), so a sample costs one forward
-pass, whatever the image size, where the uncached sampler (``cached=False``, the reference) runs the
-whole network once per sub-pixel.
+at that position only (the channels of that sub-pixel's group), and a finished row runs the vertical
+stack over that row only. Each position of each layer is computed once, so a sample costs one forward
+pass (less the last row's vertical stack, which feeds nothing), whatever the image size, where the
+uncached sampler (``cached=False``, the reference) runs the whole network once per sub-pixel.
 """
 
 from __future__ import annotations
@@ -206,10 +206,10 @@ class GatedPixelCNN(nn.Module):
             for j in range(ww):
                 for ch in range(c):
                     if cache is not None:
-                        logits = cache.pixel_logits(i, j)              # (B, C, levels)
+                        logits = cache.pixel_logits(i, j, ch)          # (B, levels)
                     else:
-                        logits = self(self.to_input(q))[:, :, :, i, j].transpose(1, 2)
-                    q[:, ch, i, j] = inverse_cdf(logits[:, ch] / temperature, u[:, i, j, ch])
+                        logits = self(self.to_input(q))[:, :, ch, i, j]
+                    q[:, ch, i, j] = inverse_cdf(logits / temperature, u[:, i, j, ch])
                     if cache is not None:
                         cache.set_subpixel(i, j, ch, self.to_input(q[:, ch, i, j]))
             if cache is not None and i < hh - 1:  # the last row's vertical stack feeds nothing
@@ -226,43 +226,72 @@ def inverse_cdf(logits: Tensor, u: Tensor) -> Tensor:
 
 class _Cache:
     """What the cached sampler keeps per layer: the last p + 1 rows of the vertical stack's input
-    (padded), the current row of the horizontal stack's input (padded on the left), and the
-    down-shifted vertical contribution ``v_to_h`` of the row above."""
+    (padded), the current row of the horizontal stack's input (padded on the left), the down-shifted
+    vertical contribution ``v_to_h`` of the row above, and the current pixel's gated features.
+
+    At sub-pixel (i, j, c) only the feature channels of group c are computed: those of the groups
+    before are final already (group g reads channels < g of the pixel), the later ones are not needed
+    yet. So every position of every layer is computed once, as in one forward pass.
+    """
 
     def __init__(self, net: GatedPixelCNN, batch: int, device: torch.device, dtype: torch.dtype) -> None:
         c, hh, ww = net.image_shape
         p = net.p
-        self.net, self.p, self.width = net, p, ww
+        self.net, self.p = net, p
+
+        def new(*shape: int) -> Tensor:
+            return torch.zeros(batch, *shape, device=device, dtype=dtype)
+
+        def rows(groups: Tensor) -> list[Tensor]:  # the channels of each group
+            return [torch.nonzero(groups == g).flatten().to(device) for g in range(c)]
+
         self.v_win: list[Tensor] = []   # per layer: (B, c_in, p + 1, W + 2p), rows i - p .. i
-        self.h_row: list[Tensor] = []   # per layer: (B, c_in, W + p), row i
+        self.h_row: list[Tensor] = []   # per layer: (B, c_in, W + p), row i; then the last layer's output
         self.v_to_h: list[Tensor] = []  # per layer: (B, 2F, W), from the row above (row -1: zeros)
+        self.gated: list[Tensor] = []   # per layer: (B, F), the current pixel's gated features
+        self.rows_2f: list[list[Tensor]] = []
+        self.rows_f: list[list[Tensor]] = []
         for layer in net.layers:
-            c_in = layer.v_conv.in_channels
-            two_f = layer.v_to_h.in_channels
-            self.v_win.append(torch.zeros(batch, c_in, p + 1, ww + 2 * p, device=device, dtype=dtype))
-            self.h_row.append(torch.zeros(batch, c_in, ww + p, device=device, dtype=dtype))
-            zeros = torch.zeros(batch, two_f, 1, ww, device=device, dtype=dtype)
-            self.v_to_h.append(layer.v_to_h(zeros)[:, :, 0])
+            c_in, two_f = layer.v_conv.in_channels, layer.v_to_h.in_channels
+            self.v_win.append(new(c_in, p + 1, ww + 2 * p))
+            self.h_row.append(new(c_in, ww + p))
+            self.v_to_h.append(layer.v_to_h(new(two_f, 1, ww))[:, :, 0])
+            self.gated.append(new(two_f // 2))
+            groups_f = channel_groups(two_f // 2, c)
+            self.rows_2f.append(rows(torch.cat([groups_f, groups_f])))  # the tanh half, then the sigmoid half
+            self.rows_f.append(rows(groups_f))
+        self.h_row.append(new(net.head1.in_channels, ww + p))
+        self.head_hidden = new(net.head1.out_channels)  # relu(head1(...)) at the current pixel
+        self.rows_head = rows(channel_groups(net.head1.out_channels, c))
+        self.rows_logits = rows(torch.arange(c).repeat_interleave(net.levels))
+        # the weights do not change while sampling: mask them once, as (out, in) matrices
+        self.w_h = [layer.h_conv.masked_weight().flatten(1) for layer in net.layers]
+        self.w_out = [layer.h_out.masked_weight().flatten(1) for layer in net.layers]
+        self.w_head = (net.head1.masked_weight().flatten(1), net.head2.masked_weight().flatten(1))
 
     def set_subpixel(self, i: int, j: int, c: int, value: Tensor) -> None:
         """Write sub-pixel (i, j, c)'s network input (B,) where the first layer reads it."""
         self.h_row[0][:, c, self.p + j] = value
         self.v_win[0][:, c, -1, self.p + j] = value
 
-    def pixel_logits(self, i: int, j: int) -> Tensor:
-        """(B, C, levels) logits at pixel (i, j): the horizontal stack at this position only."""
-        p = self.p
-        h = None
-        for k, layer in enumerate(self.net.layers):
-            window = self.h_row[k][:, :, j : j + p + 1].unsqueeze(2)  # (B, c_in, 1, p + 1): cols j - p .. j
-            h_pre = layer.h_conv.at_one_position(window) + self.v_to_h[k][:, :, j]
-            h_new = layer.h_out.at_one_position(gate(h_pre)[:, :, None, None])
-            h = h_new if layer.first else self.h_row[k][:, :, p + j] + h_new
-            if k + 1 < len(self.net.layers):
-                self.h_row[k + 1][:, :, p + j] = h
-        net = self.net
-        logits = net._head(h[:, :, None, None])[:, :, 0, 0]            # (B, C * levels)
-        return logits.view(logits.shape[0], -1, net.levels)
+    def pixel_logits(self, i: int, j: int, c: int) -> Tensor:
+        """(B, levels) logits of sub-pixel (i, j, c): the horizontal stack and the head at this position,
+        group c only."""
+        p, net = self.p, self.net
+        for k, layer in enumerate(net.layers):
+            r2, r1 = self.rows_2f[k][c], self.rows_f[k][c]
+            window = self.h_row[k][:, :, j : j + p + 1].flatten(1)     # (B, c_in * (p + 1)): cols j - p .. j
+            h_pre = F.linear(window, self.w_h[k][r2], layer.h_conv.bias[r2]) + self.v_to_h[k][:, r2, j]
+            self.gated[k][:, r1] = gate(h_pre)                          # (B, F / C)
+            h = F.linear(self.gated[k], self.w_out[k][r1], layer.h_out.bias[r1])
+            if not layer.first:
+                h = h + self.h_row[k][:, r1, p + j]                     # the residual connection
+            self.h_row[k + 1][:, r1, p + j] = h
+        w1, w2 = self.w_head
+        rh, rl = self.rows_head[c], self.rows_logits[c]
+        h = F.relu(self.h_row[-1][:, :, p + j])
+        self.head_hidden[:, rh] = F.relu(F.linear(h, w1[rh], net.head1.bias[rh]))
+        return F.linear(self.head_hidden, w2[rl], net.head2.bias[rl])
 
     def finish_row(self, i: int) -> None:
         """Row i is complete: run the vertical stack over it, and start row i + 1."""
