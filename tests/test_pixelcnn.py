@@ -20,6 +20,7 @@ from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.eval import eval_command
 from gen_bench.evaluation import Evaluator, settings_from
+from gen_bench.io import read_json
 from gen_bench.leaderboard import default_direction
 from gen_bench.models import GenerativeModule, build_model
 from gen_bench.models.nets.pixelcnn import GatedPixelCNN, inverse_cdf
@@ -27,7 +28,7 @@ from gen_bench.models.pixelcnn import PixelCNN
 from gen_bench.sample import sample_command
 from gen_bench.train import run_training
 
-from conftest import QUIET, compose_train
+from conftest import QUIET, compose_train, run_cli
 
 
 def _net(shape: tuple[int, int, int], levels: int = 5, hidden: int | None = None, layers: int = 3,
@@ -178,7 +179,7 @@ class Noise(GenerativeModule):
 
 def test_bpd_is_scored_on_the_heldout_split_for_likelihood_models_only(tmp_path):
     cfg = compose_train(["data.image_size=8", "eval=fast", "eval.metrics=[bpd]", "eval.num_samples=4",
-                         "eval.batch_size=64", f"eval.cache_dir={tmp_path / 'cache'}"], tmp_path)
+                         "eval.batch_size=64", "eval.extractor=random"], tmp_path)
     digits = instantiate(cfg.data)
     digits.setup()
     model = _model(tmp_path, "model.levels=32")
@@ -299,8 +300,7 @@ def test_resume_mid_run_ends_bit_identical_including_ema(tmp_path):
 def test_trains_samples_and_scores_bpd_beside_fid_from_the_command_line(tmp_path):
     """A budgeted run (the steps from the measured FLOPs), scored with bpd and FID during training;
     then ``gen-bench sample`` (with the EMA weights) and ``gen-bench eval`` from the checkpoint."""
-    cache = f"eval.cache_dir={tmp_path / 'cache'}"
-    ev = ["eval=fast", "eval.num_samples=32", "eval.batch_size=32", "eval.metrics=[fid,bpd]", cache]
+    ev = ["eval=fast", "eval.num_samples=32", "eval.batch_size=32", "eval.metrics=[fid,bpd]"]
     probe = run_training(compose_train([*PC_RUN, *ev, "eval.enabled=false", "trainer.max_steps=1"],
                                        tmp_path / "probe"))
     step_flops = probe["compute"]["flops_per_step"]
@@ -332,3 +332,23 @@ def test_trains_samples_and_scores_bpd_beside_fid_from_the_command_line(tmp_path
     for name in ("fid", "bpd"):
         assert evaluated["scores"][name]["protocol_id"] == scores[name]["protocol_id"]
         assert evaluated["scores"][name]["value"] == pytest.approx(scores[name]["value"], rel=1e-6)
+
+
+def test_two_process_ddp_training_scores_what_one_process_scores(tmp_path):
+    """Lightning DDP on CPU (2 processes, gloo): each process scores its share of the held-out batches
+    for bpd (summed across processes) and of the samples for FID; one process evaluating the same
+    checkpoint gets the same numbers."""
+    run = tmp_path / "ddp"
+    ev = ["eval=fast", "eval.num_samples=32", "eval.batch_size=16", "eval.metrics=[fid,bpd]",
+          "eval.extractor=random"]
+    r = run_cli(["train", *PC_RUN, *ev, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "trainer.max_steps=2", f"hydra.run.dir={run}"], cwd=tmp_path, timeout=170)
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = read_json(run / "metrics.json")
+    assert summary["status"] == "completed" and summary["compute"]["world_size"] == 2
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt={run}", *ev, "device=cpu", f"out_dir={tmp_path / 'single'}"])
+    single = eval_command(cfg)["eval"]["scores"]
+    for name in ("bpd", "fid"):
+        assert single[name]["protocol_id"] == summary["eval"]["scores"][name]["protocol_id"]
+        assert single[name]["value"] == pytest.approx(summary["eval"]["scores"][name]["value"], rel=1e-6)
