@@ -33,11 +33,12 @@ from conftest import QUIET, compose_train, run_cli
 
 def _net(shape: tuple[int, int, int], levels: int = 5, hidden: int | None = None, layers: int = 3,
          kernel: int = 3, seed: int = 0) -> GatedPixelCNN:
-    """A tiny network with every weight random (the head's last layer too, which starts at zero)."""
+    """A tiny network with every weight random (the head's last layer too, which starts at zero); with
+    RGB its feature channels split unevenly among the channel groups (13 = 5 + 4 + 4)."""
     torch.manual_seed(seed)
     c = shape[0]
-    net = GatedPixelCNN(DataSpec(kind="image", shape=shape), levels=levels, hidden=hidden or 4 * c,
-                        layers=layers, kernel=kernel, head=4 * c)
+    net = GatedPixelCNN(DataSpec(kind="image", shape=shape), levels=levels, hidden=hidden or 4 * c + 1,
+                        layers=layers, kernel=kernel, head=4 * c + 2)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.5)
@@ -249,8 +250,8 @@ def test_images_only_one_level_count_and_no_sampler(tmp_path):
         model.sample(2, sampler=partial(DDIMSampler, steps=2))
     with pytest.raises(ValueError, match="not class-conditional"):
         model.sample(2, labels=torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError, match="make model.nets.image.net.hidden a multiple of 3"):
-        GatedPixelCNN(DataSpec(kind="image", shape=(3, 4, 4)), levels=4, hidden=8)
+    with pytest.raises(ValueError, match="2 feature channels cannot serve 3 image channels"):
+        GatedPixelCNN(DataSpec(kind="image", shape=(3, 4, 4)), levels=4, hidden=2)
 
 
 def test_a_lower_temperature_sharpens_the_draws():

@@ -40,12 +40,12 @@ from gen_bench.data.spec import DataSpec
 
 
 def channel_groups(channels: int, groups: int) -> Tensor:
-    """The group (the image channel it belongs to) of each of ``channels`` feature channels, in
-    contiguous blocks: ``[0]*(channels/groups) + [1]*... ``."""
-    if channels % groups:
-        raise ValueError(f"{channels} feature channels cannot be split into {groups} image-channel groups: "
-                         f"make model.nets.image.net.hidden a multiple of {groups}")
-    return torch.arange(channels) // (channels // groups)
+    """The group (the image channel it serves) of each of ``channels`` feature channels: ``groups``
+    contiguous blocks of (nearly) equal size."""
+    if channels < groups:
+        raise ValueError(f"{channels} feature channels cannot serve {groups} image channels: set "
+                         f"model.nets.image.net.hidden and head to at least {groups}")
+    return torch.arange(channels) * groups // channels
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -129,7 +129,7 @@ class GatedPixelCNN(nn.Module):
     Args:
         spec: The dataset's spec (images).
         levels: Quantisation levels per channel (the softmax's size).
-        hidden: Feature channels F of each stack (a multiple of the image's channels).
+        hidden: Feature channels F of each stack (split among the image's channels).
         layers: Gated layers (each one a vertical and a horizontal convolution).
         kernel: Odd kernel width k: each layer reaches k // 2 rows up and columns left and right.
         head: Channels of the hidden 1x1 layer of the output head.
@@ -149,7 +149,6 @@ class GatedPixelCNN(nn.Module):
         self.levels, self.p = levels, kernel // 2
         self.layers = nn.ModuleList([GatedLayer(c if k == 0 else hidden, hidden, kernel, c, k == 0)
                                      for k in range(layers)])
-        head = head - head % c  # a multiple of C
         self.head1 = MaskedConv2d(channel_groups(hidden, c), channel_groups(head, c), "B")
         self.head2 = MaskedConv2d(channel_groups(head, c), torch.arange(c).repeat_interleave(levels), "B")
         nn.init.zeros_(self.head2.weight)  # uniform predictions at the start
