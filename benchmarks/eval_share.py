@@ -7,6 +7,7 @@ times the evaluation callback records in ``metrics.json``. Prints the share with
 one-time costs, and the final scores.
 
     .venv/bin/python benchmarks/eval_share.py
+    .venv/bin/python benchmarks/eval_share.py --models ddpm flow_matching data.image_size=16   # diffusion
     .venv/bin/python benchmarks/eval_share.py trainer.max_steps=500 eval.every_n_steps=250
     GEN_BENCH_THREADS=1 .venv/bin/python benchmarks/eval_share.py --keep runs/eval_share   # busy machine
 
@@ -30,6 +31,7 @@ from gen_bench.train import run_training
 
 
 def main(overrides: list[str], keep: str | None = None) -> dict:
+    """Train one run with ``overrides`` and report the evaluation's share of its wall time."""
     if os.environ.get("GEN_BENCH_THREADS"):
         import torch
 
@@ -52,6 +54,8 @@ def main(overrides: list[str], keep: str | None = None) -> dict:
         "one_time_setup_s": setup,
         "share_cold_cache": evals / wall,
         "share_warm_cache": (evals - setup) / (wall - setup),
+        "model": summary.get("model"),
+        "sampler": ev.get("draw", {}).get("sampler"),
         "classifier": {k: v for k, v in ev["extractor"].items() if k.startswith("classifier_")},
         "final": {k: v["value"] for k, v in ev["scores"].items()},
     }
@@ -61,6 +65,19 @@ def main(overrides: list[str], keep: str | None = None) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", help="run directory to keep (default: a temporary one)")
+    parser.add_argument("--keep", help="run directory to keep (default: a temporary one); with several "
+                        "models, one sub-folder per model")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="one default-length run per model (model=M), e.g. dcgan ddpm flow_matching")
     args, hydra_overrides = parser.parse_known_args(sys.argv[1:])
-    main(hydra_overrides, args.keep)
+    if not args.models:
+        main(hydra_overrides, args.keep)
+        sys.exit()
+    reports = [main([f"model={m}", *hydra_overrides], args.keep and str(Path(args.keep) / m))
+               for m in args.models]
+    print("| model | sampler | steps | wall (s) | evaluations | eval (s) | share, cold cache | share, warm |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in reports:
+        print(f"| {r['model']} | {r['sampler'] or '-'} | {r['steps']} | {r['wall_time_s']:.0f} "
+              f"| {r['evaluations']} | {r['eval_time_s']:.0f} | {r['share_cold_cache']:.1%} "
+              f"| {r['share_warm_cache']:.1%} |")

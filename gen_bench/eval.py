@@ -37,8 +37,8 @@ def eval_command(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("data= comes from the checkpoint; pass it only with samples=PATH")
     from gen_bench import rundir
     from gen_bench.checkpoint import load_model, resolve_device
-    from gen_bench.evaluation import Evaluator, settings_from
     from gen_bench.io import ensure_writable
+    from gen_bench.metrics.engine import Evaluator, settings_from
 
     start = time.perf_counter()
     settings = settings_from(cfg.eval)

@@ -1,7 +1,7 @@
 """Bring your own samples: score images that gen-bench did not draw, with the protocol of a trained
 run, so the leaderboard ranks them beside trained models.
 
-Three sources, one path (:meth:`gen_bench.evaluation.Evaluator.evaluate_draws`):
+Three sources, one path (:meth:`gen_bench.metrics.engine.Evaluator.evaluate_draws`):
 
 * a folder of PNG / JPEG images, searched recursively in file-name order, of any bit depth
   (8 bits per channel; 16-bit grey PNGs keep their 16 bits), converted to the dataset's channels;
@@ -262,9 +262,9 @@ def score_samples(samples: SampleFn | SampleBank, datamodule, settings, out_dir:
     Returns:
         The ``metrics.json`` content.
     """
-    from gen_bench.evaluation import Evaluator, settings_from
     from gen_bench.io import atomic_write_bytes
     from gen_bench.metrics.cache import digest
+    from gen_bench.metrics.engine import Evaluator, settings_from
 
     start = time.perf_counter()
     settings = settings_from(settings)
@@ -313,7 +313,7 @@ def samples_command(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from gen_bench.checkpoint import resolve_device
-    from gen_bench.evaluation import settings_from
+    from gen_bench.metrics.engine import settings_from
 
     if cfg.get("data") is None:
         raise SamplesError("samples= needs the dataset they are compared with: pass data=NAME (e.g. "

@@ -31,8 +31,8 @@ from gen_bench.callbacks import (
 from gen_bench.checkpoint import read_checkpoint
 from gen_bench.compute import Budget, ComputeLedger, StepCost, count_parameters, world_size_of
 from gen_bench.config import flatten
-from gen_bench.evaluation import settings_from
 from gen_bench.io import atomic_write_bytes
+from gen_bench.metrics.engine import settings_from
 from gen_bench.models import build_model
 from gen_bench.models.stabilizers import stabilizer_tags
 

@@ -18,8 +18,8 @@ from gen_bench.config import config_dir
 from gen_bench.data import GenerativeDataModule
 from gen_bench.data.toy import GaussianMixture2D
 from gen_bench.eval import eval_command
-from gen_bench.evaluation import Evaluator, settings_from
 from gen_bench.io import read_json
+from gen_bench.metrics.engine import Evaluator, settings_from
 from gen_bench.metrics.settings import EvalSettings
 from gen_bench.models.base import GenerativeModule
 from gen_bench.train import run_training
@@ -253,7 +253,7 @@ def test_unlabeled_images_warn_of_random_features_and_record_a_real_baseline(tmp
     over = ["data=image_folder", f"data.path={folder}", *TINY_IMAGE, *QUIET, "trainer.max_steps=2",
             "data.batch_size=8", "eval=fast", f"eval.cache_dir={tmp_path / 'cache'}"]
     cfg = compose_train(over, tmp_path / "run")
-    with caplog.at_level(logging.INFO, logger="gen_bench.evaluation"):
+    with caplog.at_level(logging.INFO, logger="gen_bench.metrics.engine"):
         summary = run_training(cfg)
     messages = [r.getMessage() for r in caplog.records]
     warned = [m for m in messages if "Inception weights are not on" in m]

@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from PIL import Image
 
 import gen_bench
-from gen_bench.evaluation import Evaluator, settings_from
 from gen_bench.external import SamplesError, load_samples
 from gen_bench.io import read_json
 from gen_bench.leaderboard import build_leaderboard
+from gen_bench.metrics.engine import Evaluator, settings_from
 from gen_bench.models.base import GenerativeModule
 from gen_bench.rundir import collect_runs
 from gen_bench.train import run_training

@@ -76,7 +76,7 @@ class ToyModel(GenerativeModule):
 
 
 def toy_evaluation(cache: Path) -> dict[str, float]:
-    from gen_bench.evaluation import Evaluator
+    from gen_bench.metrics.engine import Evaluator
     from gen_bench.metrics.settings import EvalSettings, KIDSettings, MemorizationSettings, PRDCSettings
 
     dm = GenerativeDataModule(GaussianMixture2D("ring8", num_samples=3000, std=0.01), "ring8")

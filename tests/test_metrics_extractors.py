@@ -13,10 +13,10 @@ import gen_bench.metrics.classifier as classifier_module
 from gen_bench.assets import sha256_of
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics import inception as inception_module
+from gen_bench.metrics.engine import auto_extractor
 from gen_bench.metrics.extractors import (
     ExtractorRequest,
     IdentityExtractor,
-    auto_extractor,
     build_extractor,
     register_extractor,
 )

@@ -16,7 +16,6 @@ from gen_bench.metrics.modes import (
     ModeCoverage,
     high_quality_probability,
     kl_to_uniform,
-    mode_coverage,
     nearest_modes,
     perfect_mode_scores,
 )
@@ -54,9 +53,12 @@ def test_grid25_counts_exactly_the_modes_present(present):
     g = torch.Generator().manual_seed(1)
     centers = grid_centers(5, 2.0)
     samples = around(centers, present, 30, 0.05, g)
-    modes, hq = nearest_modes(samples, centers, 0.05)
-    assert mode_coverage(modes, 25, hq)["modes"] == len(present)
+    _, hq = nearest_modes(samples, centers, 0.05)
     assert hq.all()
+    metric = ModeCoverage(25, centers, 0.05)
+    metric.update(samples, torch.arange(samples.shape[0]))
+    got = metric.compute()
+    assert got["modes"] == len(present) and got["hq_fraction"] == 1.0
 
 
 def test_high_quality_boundary_is_three_std():
@@ -65,9 +67,10 @@ def test_high_quality_boundary_is_three_std():
     outside = centers[0] + torch.tensor([[0.031, 0.0]])
     _, hq = nearest_modes(torch.cat([inside, outside]), centers, 0.01)
     assert hq.tolist() == [True, False]
-    modes, hq = nearest_modes(outside, centers, 0.01)
-    got = mode_coverage(modes, 8, hq)
-    assert got["modes"] == 0 and math.isnan(got["mode_kl"])
+    metric = ModeCoverage(8, centers, 0.01)
+    metric.update(outside, torch.arange(1))
+    got = metric.compute()
+    assert got["modes"] == 0 and math.isnan(got["mode_kl"]) and got["hq_fraction"] == 0.0
 
 
 def test_kl_to_uniform_matches_its_formula():

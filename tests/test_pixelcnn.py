@@ -19,9 +19,9 @@ from gen_bench.config import config_dir
 from gen_bench.data.spec import DataSpec
 from gen_bench.diffusion import DDIMSampler
 from gen_bench.eval import eval_command
-from gen_bench.evaluation import Evaluator, settings_from
 from gen_bench.io import read_json
 from gen_bench.leaderboard import default_direction
+from gen_bench.metrics.engine import Evaluator, settings_from
 from gen_bench.models import GenerativeModule, build_model
 from gen_bench.models.nets.pixelcnn import GatedPixelCNN, inverse_cdf
 from gen_bench.models.pixelcnn import PixelCNN

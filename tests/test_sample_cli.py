@@ -101,7 +101,7 @@ def test_ema_false_samples_and_scores_the_live_weights(ddpm_run, tmp_path):
     """``ema=false`` draws from the live weights in ``gen-bench sample`` and ``gen-bench eval``; the
     default draws from the EMA weights; the two differ (DDPM keeps an EMA by default)."""
     from gen_bench.eval import eval_command
-    from gen_bench.evaluation import Evaluator
+    from gen_bench.metrics.engine import Evaluator
 
     model, datamodule, _, _ = load_model(ddpm_run)
     assert model.ema_weights is not None

@@ -22,17 +22,6 @@ ENTRY_FUNCTIONS = {"gen_bench.leaderboard": "leaderboard_command", "gen_bench.re
 # lays out the leaderboard's tables) would make training or evaluation depend on result display.
 LAST_READERS = {"gen_bench.leaderboard": ("gen_bench.cli", "gen_bench.report"),
                 "gen_bench.report": ("gen_bench.cli",)}
-# Known cycles inside gen_bench/metrics, left to the restructuring of the metrics package, which is to
-# empty this list. Each is one strongly connected set of modules; any other cycle fails the test.
-KNOWN_METRICS_CYCLES = [
-    # extractors builds the classifier, Inception and DINOv2 extractors; they subclass its FeatureExtractor
-    {"gen_bench.metrics.classifier", "gen_bench.metrics.dinov2", "gen_bench.metrics.extractors",
-     "gen_bench.metrics.inception"},
-    # the suite's registry builds the video scores; they subclass its Score and use its context
-    {"gen_bench.metrics.suite", "gen_bench.metrics.video"},
-]
-
-
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
     """Dotted module name -> file, for every module of the package (packages by their ``__init__``)."""
     out = {}
@@ -127,13 +116,9 @@ def test_the_checker_finds_cycles_and_imports_of_any_kind(tmp_path):
     assert cycles({"x": {"x"}, "y": set()}) == [{"x"}]
 
 
-def test_the_package_has_no_import_cycle_outside_the_known_metrics_ones():
+def test_the_package_has_no_import_cycle():
     edges = {m: {t for t, _ in targets} for m, targets in imports().items()}
-    found = cycles(edges)
-    unknown = [sorted(c) for c in found if c not in KNOWN_METRICS_CYCLES]
-    assert unknown == []
-    # the allow-list holds only cycles that still exist: fixing one must remove it here too
-    assert [sorted(c) for c in KNOWN_METRICS_CYCLES if c not in found] == []
+    assert [sorted(c) for c in cycles(edges)] == []
 
 
 def test_no_module_imports_an_entry_point():

@@ -90,8 +90,8 @@ def test_a_tiny_sweep_of_three_models_gives_a_three_row_leaderboard(tmp_path):
     """gen-bench train -m experiment=compare_ring8 (shrunk), then gen-bench leaderboard."""
     budget = ["budget.images=2560", "budget.points=2"]  # 10 steps of 256 (WGAN-GP: 2 of 5 x 256)
     sweep = tmp_path / "sweep"
-    r = run_cli(["train", "-m", "experiment=compare_ring8", "seed=0", "logger=csv", *FAST, *budget,
-                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    r = run_cli(["train", "-m", "experiment=compare_ring8", "model=dcgan,wgan_gp,ddpm", "seed=0",
+                 "logger=csv", *FAST, *budget, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Launching 3 jobs" in r.stdout + r.stderr
     summaries = {s["model"]: s for s in (read_json(p) for p in sweep.glob("*/metrics.json"))}

@@ -198,7 +198,7 @@ def test_a_signal_checkpoints_the_step_reached_and_resume_ends_with_identical_we
 def test_a_crash_at_train_end_keeps_the_final_step_in_last_ckpt(tmp_path, monkeypatch, crash, every):
     """The final evaluation and sample grid come after last.ckpt: a crash there loses no training."""
     from gen_bench.callbacks import SampleGrid
-    from gen_bench.evaluation import Evaluator
+    from gen_bench.metrics.engine import Evaluator
 
     def fail(*args, **kwargs):
         raise RuntimeError(f"{crash} failed")

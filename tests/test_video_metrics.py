@@ -13,7 +13,7 @@ import gen_bench.metrics.video as video_metrics
 from gen_bench.data import GenerativeDataModule
 from gen_bench.data.spec import DataSpec
 from gen_bench.data.video import BouncingBalls, MovingDigits
-from gen_bench.evaluation import Evaluator
+from gen_bench.metrics.engine import Evaluator
 from gen_bench.metrics.extractors import ExtractorRequest, RandomConvNet
 from gen_bench.metrics.settings import EvalSettings
 from gen_bench.metrics.suite import NotApplicable, SuiteContext, build_score
@@ -21,6 +21,7 @@ from gen_bench.metrics.video import (
     I3DExtractor,
     PhysicsCheck,
     build_video_extractor,
+    conv3d,
     frame_fid,
     fvd,
     physics_statistics,
@@ -72,7 +73,7 @@ def test_fvd_is_zero_for_real_clips_and_grows_with_shuffling_while_frame_fid_doe
 def test_trained3d_is_cached_and_random3d_is_seeded(balls, settings, monkeypatch):
     request = ExtractorRequest(balls.spec, balls, settings)
     first = build_video_extractor("trained3d", request)  # trained by the test above, or now
-    monkeypatch.setattr(video_metrics, "train_conv3d", lambda *a: pytest.fail("retrained despite the cache"))
+    monkeypatch.setattr(conv3d, "train_conv3d", lambda *a: pytest.fail("retrained despite the cache"))
     again = build_video_extractor("trained3d", request)
     assert again.weights_sha256() == first.weights_sha256() and again.describe()["ssl_cache_file"]
     state = torch.get_rng_state()

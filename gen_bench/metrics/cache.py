@@ -74,12 +74,32 @@ def load_entry(path: Path, fields: Mapping[str, Any]) -> dict[str, Any] | None:
     return entry["payload"]
 
 
+class CacheEntry(dict):
+    """A cached payload (a dict), with the file it lives in and whether it was read from there.
+
+    Attributes:
+        path: The entry's file.
+        loaded: Read from the file (``False``: computed now, then saved).
+    """
+
+    def __init__(self, payload: Mapping[str, Any], path: Path, loaded: bool) -> None:
+        super().__init__(payload)
+        self.path = path
+        self.loaded = loaded
+
+
 def cached(cache_dir: Path, kind: str, stem: str, fields: Mapping[str, Any],
-           compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
-    """The payload cached for ``fields``, computed by ``compute()`` and saved first if absent."""
+           compute: Callable[[], Mapping[str, Any]]) -> CacheEntry:
+    """The payload cached for ``fields`` under ``cache_dir/kind/<stem>-<hash>.pt``; computed by
+    ``compute()`` and saved first when there is none (or an unreadable one, or one for other fields).
+
+    The one way the evaluation reads and fills its cache: reference statistics, trained extractors,
+    every metric's real-side state.
+    """
     path = entry_path(cache_dir, kind, stem, fields)
     payload = load_entry(path, fields)
-    if payload is None:
-        payload = dict(compute())
-        save_entry(path, fields, payload)
-    return payload
+    if payload is not None:
+        return CacheEntry(payload, path, loaded=True)
+    payload = dict(compute())
+    save_entry(path, fields, payload)
+    return CacheEntry(payload, path, loaded=False)

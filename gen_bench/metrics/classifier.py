@@ -23,12 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset, default_collate
 
-from gen_bench.data.arrays import ArrayDataset
 from gen_bench.data.spec import DataSpec
-from gen_bench.metrics.cache import entry_path, load_entry, save_entry
-from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor
+from gen_bench.metrics.cache import cached
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, register_extractor
+from gen_bench.metrics.reference import batch_at
 from gen_bench.metrics.settings import ClassifierOptions
 
 log = logging.getLogger(__name__)
@@ -65,13 +64,6 @@ class SmallCNN(nn.Module):
 
 def _per_channel(spec: DataSpec) -> bool:
     return spec.kind != "toy2d" and len(spec.label_shape) == 1 and spec.label_shape[0] == spec.channels > 1
-
-
-def _take(dataset: Dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """A batch (x, y) of ``dataset`` at ``idx``, by one indexing op when it lives in memory."""
-    if isinstance(dataset, ArrayDataset):
-        return dataset[idx]
-    return default_collate([dataset[int(i)] for i in idx])
 
 
 def _shift(x: Tensor, max_shift: float, g: torch.Generator) -> Tensor:
@@ -134,7 +126,7 @@ def train_classifier(datamodule, spec: DataSpec, opts: ClassifierOptions) -> tup
     n = len(train)
 
     def batch(g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, y = _take(train, torch.randint(n, (opts.batch_size,), generator=g))
+        x, y = batch_at(train, torch.randint(n, (opts.batch_size,), generator=g))
         if per_channel:
             x, y = _channel_batch(x, y, g)
         return _shift(x, opts.max_shift, g), y
@@ -199,6 +191,7 @@ class ClassifierExtractor(FeatureExtractor):
         return {**super().describe(), **{f"classifier_{k}": v for k, v in self.info.items()}}
 
 
+@register_extractor("classifier")
 def classifier_extractor(request: ExtractorRequest) -> ClassifierExtractor:
     """The cached classifier of the request's dataset, trained first if needed."""
     spec, dm, opts = request.spec, request.datamodule, request.settings.classifier
@@ -215,21 +208,21 @@ def classifier_extractor(request: ExtractorRequest) -> ClassifierExtractor:
               "shape": list(spec.shape), "num_classes": spec.num_classes,
               "label_shape": list(spec.label_shape), "per_channel": _per_channel(spec),
               "options": asdict(opts)}
-    path = entry_path(request.settings.cache_path, "classifier", dm.name, fields)
-    cached = load_entry(path, fields)
     in_ch = 1 if _per_channel(spec) else spec.channels
-    if cached is not None:
-        net = SmallCNN(in_ch, spec.num_classes, opts.width)
-        net.load_state_dict(cached["state_dict"])
-        info = dict(cached["info"])
-        log.info("classifier for %s loaded from %s", dm.name, path)
-    else:
-        log.info("training the %s classifier (%d steps; cached afterwards in %s)", dm.name, opts.steps, path)
+
+    def train() -> dict[str, Any]:
+        log.info("training the %s classifier (%d steps; cached afterwards)", dm.name, opts.steps)
         net, info = train_classifier(dm, spec, opts)
-        save_entry(path, fields, {"state_dict": net.state_dict(), "info": info})
         log.info("classifier for %s: test accuracy %.4f in %.1f s", dm.name, info["test_accuracy"],
                  info["train_seconds"])
-    info = {**info, "cache_file": path.name}
+        return {"state_dict": net.state_dict(), "info": info}
+
+    entry = cached(request.settings.cache_path, "classifier", dm.name, fields, train)
+    if entry.loaded:
+        log.info("classifier for %s loaded from %s", dm.name, entry.path)
+    net = SmallCNN(in_ch, spec.num_classes, opts.width)
+    net.load_state_dict(entry["state_dict"])
+    info = {**entry["info"], "cache_file": entry.path.name}
     ext = ClassifierExtractor(net.eval(), spec, info)
     if not math.isfinite(info["test_accuracy"]):
         raise RuntimeError("the dataset classifier's accuracy is not finite")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gen_bench.assets import assets_dirs, sha256_of
-from gen_bench.metrics.extractors import FeatureExtractor, image_batch
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, register_extractor, rgb_255
 from gen_bench.metrics.settings import EvalSettings
 
 MODELS = ("vits14", "vitb14", "vitl14", "vitg14")
@@ -116,12 +116,7 @@ class DinoV2Extractor(FeatureExtractor):
     def features(self, x: Tensor) -> dict[str, Tensor]:
         from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-        x = image_batch(x)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[1] != 3:
-            raise ValueError(f"DINOv2 takes grey or RGB images, got {x.shape[1]} channels")
-        x = x.clamp(0, 1).mul(255).round()  # as torch-fidelity's uint8 input
+        x = rgb_255(x, "DINOv2")  # as torch-fidelity's uint8 input
         x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
         return {"pool": self.net((x - self.mean) / self.std).float()}
 
@@ -129,6 +124,9 @@ class DinoV2Extractor(FeatureExtractor):
         return {**super().describe(), "model": f"dinov2_{self.model_name}"}
 
 
-def dinov2_extractor(settings: EvalSettings) -> DinoV2Extractor:
+@register_extractor("dinov2")
+def dinov2_extractor(request: ExtractorRequest) -> DinoV2Extractor:
+    """DINOv2 from the weights and source on disk (:func:`require_dinov2`)."""
+    settings = request.settings
     weights, code = require_dinov2(settings)
     return DinoV2Extractor(weights, code, settings.dinov2.model, settings.dinov2.max_batch)

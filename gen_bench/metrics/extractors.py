@@ -1,16 +1,16 @@
-"""Feature extractors and their registry.
+"""The feature extractor base class, its registry, and the extractors that need nothing else.
 
 An extractor maps a batch of samples in gen-bench's format (float32 images N C H W in [0, 1], or
 (N, 2) points) to a dict of features: ``"pool"`` (N, d) for the distance metrics and, for
 classifiers, ``"logits"`` (N, k) for the Inception Score and mode counting. The evaluator runs each
 extractor once per batch and hands the dict to every metric.
 
-Registered extractors:
+Registered extractors (each where it is defined; :mod:`gen_bench.metrics` imports them all):
 
 * ``inception``: the standard FID Inception-v3 (torch-fidelity's weights through torchmetrics);
-  2048-d pool features and 1008 logits.
+  2048-d pool features and 1008 logits (:mod:`gen_bench.metrics.inception`).
 * ``classifier``: a small CNN trained on the dataset's own labels, cached; the offline default for
-  labeled data.
+  labeled data (:mod:`gen_bench.metrics.classifier`).
 * ``random``: a seeded, randomly initialised conv net; the last resort for unlabeled data offline.
 * ``identity``: the samples themselves, flattened (2-D toy data).
 * ``dinov2``: DINOv2 ViT class tokens, from weights and source on disk (:mod:`gen_bench.metrics.dinov2`).
@@ -19,7 +19,7 @@ Registered extractors:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.cache import state_sha256
+from gen_bench.metrics.registry import EXTRACTORS
 from gen_bench.metrics.settings import EvalSettings
 
 
@@ -65,6 +66,11 @@ class FeatureExtractor(nn.Module):
     def train(self, mode: bool = True) -> FeatureExtractor:
         return super().train(False)  # BatchNorm statistics never move
 
+    @property
+    def device(self) -> torch.device:
+        """Where the extractor runs (CPU for one without parameters)."""
+        return next(iter(self.parameters()), torch.empty(0)).device
+
     def weights_sha256(self) -> str:
         """sha256 identifying the weights (of the weights file where there is one)."""
         if getattr(self, "_sha", None) is None:
@@ -90,29 +96,9 @@ class ExtractorRequest:
 
 
 ExtractorBuilder = Callable[[ExtractorRequest], FeatureExtractor]
-EXTRACTORS: dict[str, ExtractorBuilder] = {}
 
-
-def registrar(table: dict[str, ExtractorBuilder], what: str) -> Callable[[str], Callable]:
-    """``register(name)``, a decorator that adds a builder to ``table`` under a new ``name``."""
-
-    def register(name: str) -> Callable[[ExtractorBuilder], ExtractorBuilder]:
-        def decorate(builder: ExtractorBuilder) -> ExtractorBuilder:
-            if name in table:
-                raise ValueError(f"{what} {name!r} is already registered")
-            table[name] = builder
-            return builder
-
-        return decorate
-
-    return register
-
-
-def lookup(table: dict[str, ExtractorBuilder], what: str, name: str) -> ExtractorBuilder:
-    """The builder registered as ``name``; a ValueError listing the registered ones otherwise."""
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))} (or auto)")
-    return table[name]
+#: Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.extractor=name``.
+register_extractor = EXTRACTORS.register
 
 
 def construct(builder: ExtractorBuilder, request: ExtractorRequest) -> FeatureExtractor:
@@ -122,30 +108,13 @@ def construct(builder: ExtractorBuilder, request: ExtractorRequest) -> FeatureEx
         return builder(request).to(request.device)
 
 
-#: Decorator: register ``builder(request) -> FeatureExtractor`` as ``eval.extractor=name``.
-register_extractor = registrar(EXTRACTORS, "feature extractor")
-
-
 def build_extractor(name: str, request: ExtractorRequest) -> FeatureExtractor:
     """Build a registered extractor on ``request.device``, leaving the global RNG as it was.
 
     Raises:
         ValueError: For an unknown name, listing the registered ones.
     """
-    return construct(lookup(EXTRACTORS, "feature extractor", name), request)
-
-
-def auto_extractor(spec: DataSpec, settings: EvalSettings) -> str:
-    """The default for a dataset: ``identity`` for 2-D data, ``classifier`` for labeled images,
-    ``inception`` for unlabeled ones (and for the frames of video) when its weights are on disk,
-    else ``random``."""
-    if spec.kind == "toy2d":
-        return "identity"
-    if spec.labeled and spec.kind == "image":
-        return "classifier"
-    from gen_bench.metrics.inception import find_inception_weights
-
-    return "inception" if find_inception_weights(settings) is not None else "random"
+    return construct(EXTRACTORS.lookup(name), request)
 
 
 def image_batch(x: Tensor) -> Tensor:
@@ -153,6 +122,33 @@ def image_batch(x: Tensor) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(x.shape)}")
     return x.float()
+
+
+def rgb_255(x: Tensor, network: str) -> Tensor:
+    """(N, 1 or 3, H, W) images in [0, 1] as float32 RGB in [0, 255], rounded as an 8-bit file stores
+    them: the input of networks trained on such files (Inception, DINOv2). Grey is repeated to RGB.
+
+    Raises:
+        ValueError: For other channel counts, naming ``network``.
+    """
+    x = image_batch(x)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[1] != 3:
+        raise ValueError(f"{network} takes grey or RGB images, got {x.shape[1]} channels")
+    return x.clamp(0, 1).mul(255).round()
+
+
+def seeded_he_normal_(convs: Iterable[nn.Module], seed: int) -> None:
+    """He-normal weights (std sqrt(2 / fan_in)) for ``convs``, drawn in the order given from one
+    generator seeded with ``seed``, and zero biases: random feature nets that are the same on every
+    machine and never touch the global RNG."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in convs:
+            fan_in = conv.in_channels * math.prod(conv.kernel_size)
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2 / fan_in))
+            conv.bias.zero_()
 
 
 # --- identity ------------------------------------------------------------------------------------
@@ -200,12 +196,7 @@ class RandomConvNet(FeatureExtractor):
         pairs = zip(chans, chans[1:], strict=False)
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1)
                                    for i, (a, b) in enumerate(pairs))
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for conv in self.convs:
-                fan_in = conv.in_channels * 9
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2 / fan_in))
-                conv.bias.zero_()
+        seeded_he_normal_(self.convs, seed)
         self.feature_dim = chans[-1]
         self.preprocessing = f"native size, x*2-1, random conv net w={width} seed={seed}"
 
@@ -222,26 +213,3 @@ def _random(request: ExtractorRequest) -> FeatureExtractor:
         raise ValueError("the random conv net needs images; use eval.extractor=identity for 2-D data")
     opts = request.settings.random
     return RandomConvNet(request.spec.channels, opts.width, opts.seed)
-
-
-# --- classifier / inception: defined in their own modules ------------------------------------------
-@register_extractor("classifier")
-def _classifier(request: ExtractorRequest) -> FeatureExtractor:
-    from gen_bench.metrics.classifier import classifier_extractor
-
-    return classifier_extractor(request)
-
-
-@register_extractor("inception")
-def _inception(request: ExtractorRequest) -> FeatureExtractor:
-    from gen_bench.metrics.inception import InceptionExtractor, require_inception_weights
-
-    weights = require_inception_weights(request.settings)
-    return InceptionExtractor(weights, request.settings.inception.max_batch)
-
-
-@register_extractor("dinov2")
-def _dinov2(request: ExtractorRequest) -> FeatureExtractor:
-    from gen_bench.metrics.dinov2 import dinov2_extractor
-
-    return dinov2_extractor(request.settings)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from gen_bench.assets import ASSETS, assets_dirs, sha256_of
-from gen_bench.metrics.extractors import FeatureExtractor, image_batch
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, register_extractor, rgb_255
 from gen_bench.metrics.settings import EvalSettings
 
 log = logging.getLogger(__name__)
@@ -139,13 +139,15 @@ class InceptionExtractor(FeatureExtractor):
                         ASSET.sha256_prefix)
 
     def features(self, x: Tensor) -> dict[str, Tensor]:
-        x = image_batch(x)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[1] != 3:
-            raise ValueError(f"Inception takes grey or RGB images, got {x.shape[1]} channels")
-        pool, logits = self.net(x.clamp(0, 1).mul(255).round().to(torch.uint8))
+        pool, logits = self.net(rgb_255(x, "Inception").to(torch.uint8))
         return {"pool": pool, "logits": logits}
 
     def describe(self) -> dict:
         return {**super().describe(), "standard_weights": self._sha.startswith(ASSET.sha256_prefix)}
+
+
+@register_extractor("inception")
+def inception_extractor(request: ExtractorRequest) -> InceptionExtractor:
+    """The FID Inception-v3 from its weights file (downloaded first only when allowed)."""
+    weights = require_inception_weights(request.settings)
+    return InceptionExtractor(weights, request.settings.inception.max_batch)

@@ -112,22 +112,6 @@ def nearest_modes(points: Tensor, centers: Tensor, std: float,
     return i[:, 0], d[:, 0] <= threshold * std
 
 
-def mode_coverage(modes: Tensor, num_modes: int, quality: Tensor | None = None) -> dict[str, float]:
-    """Modes hit and KL to uniform of the samples' modes (high-quality ones only when given).
-
-    Args:
-        modes: (N,) mode index per sample.
-        num_modes: K.
-        quality: (N,) bool high-quality flags (2-D protocol) or ``None`` (every sample counts).
-    """
-    counted = modes if quality is None else modes[quality]
-    hist = torch.bincount(counted.cpu(), minlength=num_modes)
-    out = {"modes": int((hist > 0).sum()), "mode_kl": kl_to_uniform(hist)}
-    if quality is not None:
-        out["hq_fraction"] = quality.double().mean().item() if quality.numel() else math.nan
-    return out
-
-
 class ModeCoverage(Metric):
     """Mode histogram as a summed state (a DDP sync is a sum, memory does not grow with samples).
 

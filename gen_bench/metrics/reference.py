@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from gen_bench.data.arrays import ArrayDataset
-from gen_bench.metrics.cache import entry_path, load_entry, save_entry
+from gen_bench.metrics.cache import cached
 from gen_bench.metrics.extractors import FeatureExtractor
 from gen_bench.metrics.fid import FeatureStats
 
@@ -62,11 +62,12 @@ def iter_split(datamodule, split: str, indices: Tensor | None, batch_size: int) 
         yield x
 
 
-def images_at(dataset: Dataset, indices: Tensor) -> Tensor:
-    """Samples of ``dataset`` at ``indices`` as one tensor."""
+def batch_at(dataset: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch (samples, labels) of ``dataset`` at ``indices``, by one indexing op when it lives in
+    memory."""
     if isinstance(dataset, ArrayDataset):
-        return dataset[indices][0]
-    return torch.stack([dataset[int(i)][0] for i in indices])
+        return dataset[indices]
+    return default_collate([dataset[int(i)] for i in indices])
 
 
 @dataclass
@@ -120,24 +121,25 @@ def reference_features(datamodule, extractor: FeatureExtractor, split: str = "tr
     }
     if clips:
         fields["input"] = "clips"
-    stem = f"{datamodule.name}-{split}-{extractor.name}"
-    path = entry_path(Path(cache_dir).expanduser(), "reference", stem, fields)
-    cached = load_entry(path, fields)
-    if cached is not None:
-        stats = FeatureStats(cached["sum"], cached["cov_sum"], int(cached["n"]))
-        return Reference(cached["features"], stats, fields, path, cached=True)
+    seconds = 0.0
 
-    start = time.perf_counter()
-    device = next(iter(extractor.parameters()), torch.empty(0)).device
-    stats = FeatureStats.zeros(extractor.feature_dim)
-    chunks = []
-    for x in iter_split(datamodule, split, indices, batch_size):
-        f = extractor((x if clips else frames(x)).to(device))["pool"].cpu()
-        stats.add(f)
-        chunks.append(f)
-    features = torch.cat(chunks) if chunks else torch.zeros(0, extractor.feature_dim)
-    save_entry(path, fields, {"features": features, **stats.state_dict()})
-    seconds = time.perf_counter() - start
-    log.info("reference features of %s/%s (%d samples, %s) in %.1f s -> %s", datamodule.name, split,
-             features.shape[0], extractor.name, seconds, path)
-    return Reference(features, stats, fields, path, seconds)
+    def extract() -> dict[str, Tensor]:
+        nonlocal seconds
+        start = time.perf_counter()
+        stats = FeatureStats.zeros(extractor.feature_dim)
+        chunks = []
+        for x in iter_split(datamodule, split, indices, batch_size):
+            f = extractor((x if clips else frames(x)).to(extractor.device))["pool"].cpu()
+            stats.add(f)
+            chunks.append(f)
+        features = torch.cat(chunks) if chunks else torch.zeros(0, extractor.feature_dim)
+        seconds = time.perf_counter() - start
+        return {"features": features, **stats.state_dict()}
+
+    stem = f"{datamodule.name}-{split}-{extractor.name}"
+    entry = cached(Path(cache_dir).expanduser(), "reference", stem, fields, extract)
+    if not entry.loaded:
+        log.info("reference features of %s/%s (%d samples, %s) in %.1f s -> %s", datamodule.name, split,
+                 entry["features"].shape[0], extractor.name, seconds, entry.path)
+    stats = FeatureStats(entry["sum"], entry["cov_sum"], int(entry["n"]))
+    return Reference(entry["features"], stats, fields, entry.path, seconds, cached=entry.loaded)

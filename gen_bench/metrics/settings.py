@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-T = TypeVar("T")
+from gen_bench.metrics.registry import METRICS
 
-METRIC_NAMES = ("fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fvd", "physics", "fwd", "bpd")
+T = TypeVar("T")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -351,7 +351,8 @@ class EvalSettings:
         extractors: Further feature spaces: each runs once per batch and every feature metric
             (fid, kid, is, mifid, prdc) is scored in it too, keyed ``<score>@<extractor>``
             (``fid@random``). The main extractor, if listed, is not repeated.
-        metrics: Metric families to compute (see ``METRIC_NAMES``).
+        metrics: Metric families to compute: names of the metric registry
+            (:data:`gen_bench.metrics.registry.METRICS`; default: all of them).
         cache_dir: Where reference statistics and trained classifiers are cached.
         inception_weights: A local Inception-v3 weights file (torch-fidelity's
             ``weights-inception-2015-12-05-6726825d.pth``).
@@ -368,7 +369,7 @@ class EvalSettings:
     seeds: int = 1
     extractor: str = "auto"
     extractors: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+    metrics: list[str] = field(default_factory=lambda: list(METRICS.names()))
     cache_dir: str = "~/.cache/gen-bench"
     inception_weights: str | None = None
     assets_dir: str | None = None
@@ -395,9 +396,10 @@ class EvalSettings:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, Mapping):
                 setattr(self, f.name, from_mapping(hints[f.name], value, f"eval.{f.name}"))
-        unknown = [m for m in self.metrics if m not in METRIC_NAMES]
+        unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown} in eval.metrics; valid: {', '.join(METRIC_NAMES)}")
+            raise ValueError(f"unknown metric(s) {unknown} in eval.metrics; valid: "
+                             f"{', '.join(METRICS.names())}")
         if self.num_samples < 2:
             raise ValueError(f"eval.num_samples must be >= 2, got {self.num_samples}")
         if self.batch_size < 1 or self.seeds < 1:

@@ -1,5 +1,7 @@
-"""The evaluator: scores any ``GenerativeModule`` against its datamodule, during training (the
-:class:`EvaluationCallback`) and after it (``gen-bench eval``).
+"""The evaluation engine: the :class:`Evaluator` scores any ``GenerativeModule`` against its
+datamodule, during training (the :class:`EvaluationCallback`) and after it (the ``gen-bench eval``
+command, :mod:`gen_bench.eval`), with the extractors and metric families registered in
+:mod:`gen_bench.metrics`.
 
 One draw::
 
@@ -39,12 +41,15 @@ from torch import Tensor
 from gen_bench import interrupt, rundir
 from gen_bench.callbacks import Periodic, TrainingState, capture_rng, find_callback, restore_rng
 from gen_bench.compute import SAMPLING_FLOPS, count_flops
+from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.bootstrap import interval, resample_weights
 from gen_bench.metrics.cache import digest
-from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, auto_extractor, build_extractor
+from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, build_extractor
+from gen_bench.metrics.inception import find_inception_weights
 from gen_bench.metrics.reference import Reference, frames, reference_features
+from gen_bench.metrics.registry import METRICS
 from gen_bench.metrics.settings import EvalSettings, from_mapping
-from gen_bench.metrics.suite import METRICS, EvalBatch, NotApplicable, Score, SuiteContext, build_score
+from gen_bench.metrics.suite import EvalBatch, NotApplicable, Score, SuiteContext, build_score
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,17 @@ def settings_from(config: EvalSettings | Mapping | DictConfig | None) -> EvalSet
     if isinstance(config, EvalSettings):
         return config
     return from_mapping(EvalSettings, config, "eval")
+
+
+def auto_extractor(spec: DataSpec, settings: EvalSettings) -> str:
+    """What ``eval.extractor=auto`` picks for a dataset: ``identity`` for 2-D data, ``classifier`` for
+    labeled images, ``inception`` for unlabeled ones (and for the frames of video) when its weights
+    are on disk, else ``random``."""
+    if spec.kind == "toy2d":
+        return "identity"
+    if spec.labeled and spec.kind == "image":
+        return "classifier"
+    return "inception" if find_inception_weights(settings) is not None else "random"
 
 
 def _plain(obj: Any) -> Any:
@@ -187,14 +203,6 @@ class EvalResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def scores_by_protocol(eval_section: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
-    """protocol_id -> {score name: value}: only scores under the same id may be ranked together."""
-    out: dict[str, dict[str, float | None]] = {}
-    for name, s in eval_section.get("scores", {}).items():
-        out.setdefault(s["protocol_id"], {})[name] = s["value"]
-    return out
-
-
 class Evaluator:
     """Scores models of one dataset with the settings of ``eval=``.
 
@@ -271,7 +279,7 @@ class Evaluator:
                                                    ref.subset_seed, s.cache_path, s.batch_size)
                 self.spaces[space] = (ctx.main, ctx.reference)
                 for metric in s.metrics:
-                    if space and not getattr(METRICS.get(metric), "per_feature_space", False):
+                    if space and not getattr(METRICS.lookup(metric), "per_feature_space", False):
                         continue  # memorization, modes, video: not a function of the feature space
                     try:
                         score = build_score(metric, ctx)
