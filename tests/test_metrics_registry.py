@@ -42,11 +42,11 @@ def test_metrics_and_extractors_share_the_mechanism_and_every_builtin_is_registe
         with pytest.raises(ValueError, match=f"'{taken}' is already registered"):
             register(taken)(lambda ctx: None)
     # importing the package registers every built-in one, from the module that defines it
-    builtin = {"fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fwd", "fvd", "physics"}
+    builtin = {"fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fwd", "fvd", "physics", "bpd"}
     assert builtin <= set(METRICS)
     assert {"identity", "random", "classifier", "inception", "dinov2"} <= set(EXTRACTORS)
     assert {"i3d", "trained3d", "random3d"} <= set(VIDEO_EXTRACTORS)
-    with pytest.raises(ValueError, match=r"unknown metric 'lpips'; valid: fid, fvd, fwd, is, kid, "):
+    with pytest.raises(ValueError, match=r"unknown metric 'lpips'; valid: bpd, fid, fvd, fwd, is, kid, "):
         build_score("lpips", None)
 
 

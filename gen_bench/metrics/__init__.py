@@ -10,14 +10,10 @@ live in :mod:`gen_bench.metrics.registry`, which imports nothing, so no module h
 
 # Registration order is the order of ``EvalSettings.metrics``'s default: image scores, then video, then
 # the likelihood models' bits per dimension.
-from gen_bench.metrics import (  # noqa: F401  (registers)
-    classifier,
-    dinov2,
-    inception,
-    likelihood,
-    scores,
-    video,
-)
+from gen_bench.metrics import classifier, dinov2, inception, scores, video  # noqa: F401  (registers)
+
+# isort: split
+from gen_bench.metrics import likelihood  # noqa: F401  (registers bpd, after the scores of samples)
 from gen_bench.metrics.extractors import FeatureExtractor, build_extractor, register_extractor
 from gen_bench.metrics.fid import FeatureStats, frechet_distance
 from gen_bench.metrics.registry import EXTRACTORS, METRICS, VIDEO_EXTRACTORS
