@@ -234,7 +234,7 @@ def test_settings_of_bpd_are_checked():
 
 
 # --- the model --------------------------------------------------------------------------------------
-def test_images_only_one_level_count_and_no_sampler(tmp_path):
+def test_images_only_one_level_count_and_no_sampler(tmp_path, capfd):
     with pytest.raises(ValueError, match="'pixelcnn' has no networks for toy2d data; it supports: image"):
         build_model(compose_train(["model=pixelcnn", "data=ring8"], tmp_path).model,
                     DataSpec(kind="toy2d", shape=(2,)))
@@ -250,6 +250,9 @@ def test_images_only_one_level_count_and_no_sampler(tmp_path):
         model.sample(2, sampler=partial(DDIMSampler, steps=2))
     with pytest.raises(ValueError, match="not class-conditional"):
         model.sample(2, labels=torch.zeros(2, dtype=torch.long))
+    model.progress = True
+    model.sample(1)
+    assert "sampling (pixel by pixel)" in capfd.readouterr().err
     with pytest.raises(ValueError, match="2 feature channels cannot serve 3 image channels"):
         GatedPixelCNN(DataSpec(kind="image", shape=(3, 4, 4)), levels=4, hidden=2)
 
