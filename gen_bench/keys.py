@@ -9,6 +9,7 @@ WASSERSTEIN = "train/wasserstein"
 GRADIENT_PENALTY = "train/gradient_penalty"
 LOSS_CRITIC = "train/loss_critic"
 LOSS_DIFFUSION = "train/loss"
+BITS_PER_DIM = "train/bpd"  # an autoregressive model's loss: NLL of the batch in bits per dimension
 LR = "train/lr"
 LOSS_D_SPATIAL = "train/loss_d_spatial"
 LOSS_D_TEMPORAL = "train/loss_d_temporal"

@@ -230,6 +230,8 @@ class Evaluator:
         self.sampler_factory = instantiate(sampler) if sampler is not None else None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device: torch.device | None = None
+        self.model = None  # the model being scored (``evaluate``), for scores of the model itself (bpd)
+        self._built_for: tuple[torch.device, Any] | None = None
         self.extractors: dict[str, FeatureExtractor] = {}
         self.main: FeatureExtractor | None = None
         self.reference: Reference | None = None
@@ -260,9 +262,10 @@ class Evaluator:
 
     # --- setup -------------------------------------------------------------------------------------
     def setup(self, device: torch.device | str = "cpu") -> None:
-        """Build extractors, reference features and metrics on ``device`` (once)."""
+        """Build extractors, reference features and metrics on ``device`` for :attr:`model` (once; again
+        for another device or model)."""
         device = torch.device(device)
-        if self.device == device:
+        if self._built_for is not None and self._built_for[0] == device and self._built_for[1] is self.model:
             return
         start = time.perf_counter()
         s = self.settings
@@ -275,7 +278,7 @@ class Evaluator:
             self.scores, self.skipped, self.spaces = [], {}, {}
             for space in ["", *(e for e in dict.fromkeys(s.extractors) if e != name)]:
                 ctx = SuiteContext(s, self.spec, self.datamodule, self.main, None, device, rank == 0,
-                                   self.extractors, conditional=self.conditional)
+                                   self.extractors, model=self.model, conditional=self.conditional)
                 ctx.main = ctx.extractor(space) if space else self.main  # built once, run on every batch
                 ctx.reference = reference_features(self.datamodule, ctx.main, ref.split, ref.num_samples,
                                                    ref.subset_seed, s.cache_path, s.batch_size)
@@ -293,6 +296,7 @@ class Evaluator:
                     self.scores.append(score)
             self.reference = self.spaces[""][1]
         self.device = device
+        self._built_for = (device, self.model)
         self.setup_seconds = time.perf_counter() - start
         log.info("eval set up in %.1f s: extractor %s, metrics %s", self.setup_seconds, name,
                  ", ".join(sc.name for sc in self.scores))
@@ -390,10 +394,12 @@ class Evaluator:
         Every process of a distributed run must call this (the metric states are synced).
 
         Args:
-            model: A ``GenerativeModule`` (only ``sample(n, generator)`` is used).
+            model: A ``GenerativeModule``: its samples (``sample(n, generator)``) and, for a likelihood
+                model, its ``bits_per_dim`` are scored.
             step: The model's training step, recorded.
             tag: Names the pictures (``step_0001000``, ``final``).
         """
+        self.model = model  # scores of the model itself (bpd) read it
         # a sampler chosen for this evaluation, if any (else the model's own; one-pass models ignore it)
         kw = {"sampler": self.sampler_factory} if self.sampler_factory is not None else {}
         label = model.sampler_label(self.sampler_factory)

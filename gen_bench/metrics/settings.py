@@ -157,6 +157,21 @@ class FWDSettings:
 
 
 @dataclass
+class BPDSettings:
+    """Bits per dimension of real images under a likelihood model (metric ``bpd``).
+
+    Attributes:
+        split: The real images scored: ``heldout`` (the model never trained on them) or ``train``.
+        num_samples: Images scored (a seeded random subset); ``None``: the whole split.
+        subset_seed: Seed of that subset.
+    """
+
+    split: str = "heldout"
+    num_samples: int | None = None
+    subset_seed: int = 0
+
+
+@dataclass
 class MemorizationSettings:
     """Attributes:
     space: ``pixels`` (the samples themselves) or ``features`` (the extractor's).
@@ -372,6 +387,7 @@ class EvalSettings:
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     fid_inf: FIDInfSettings = field(default_factory=FIDInfSettings)
     fwd: FWDSettings = field(default_factory=FWDSettings)
+    bpd: BPDSettings = field(default_factory=BPDSettings)
     memorization: MemorizationSettings = field(default_factory=MemorizationSettings)
     modes: ModeSettings = field(default_factory=ModeSettings)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
@@ -411,6 +427,11 @@ class EvalSettings:
         if unknown_knobs or not all(isinstance(v, (list, tuple)) and v for v in self.knobs.values()):
             raise ValueError(f"eval.knobs maps a knob ({', '.join(KNOB_NAMES)}) to a list of values or null, "
                              f"e.g. eval.knobs.guidance=[0,1,2]; got {dict(self.knobs)}")
+        if self.bpd.split not in ("train", "heldout"):
+            raise ValueError(f"eval.bpd.split must be 'train' or 'heldout', got {self.bpd.split!r}")
+        if self.bpd.num_samples is not None and self.bpd.num_samples < 1:
+            raise ValueError(f"eval.bpd.num_samples must be >= 1 or null (the whole split), "
+                             f"got {self.bpd.num_samples}")
         if self.fwd.level is not None and self.fwd.level < 1:
             raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):

@@ -51,7 +51,8 @@ class EvalBatch:
 
 @dataclass
 class SuiteContext:
-    """What builders need: settings, data, the main extractor and its reference features.
+    """What builders need: settings, data, the main extractor and its reference features, and the model
+    scored (``None`` when the samples come without it; read by scores of the model itself, ``bpd``).
 
     ``extractor(name)`` returns another extractor (built once and then run on every batch too).
     ``conditional``: the samples come from a class-conditional model, with the labels they were asked
@@ -67,6 +68,7 @@ class SuiteContext:
     is_rank_zero: bool
     extractors: dict[str, FeatureExtractor] = field(default_factory=dict)
     conditional: bool = False
+    model: Any = None
 
     def extractor(self, name: str) -> FeatureExtractor:
         if name not in self.extractors:

@@ -24,7 +24,8 @@ class GenerativeModule(L.LightningModule):
     leaderboard use only what this class declares: :meth:`sample` (and, for latent models,
     :meth:`sample_latent`, :meth:`decode` and :meth:`interpolate`), :meth:`sampler_label`,
     :attr:`spec`, :attr:`is_conditional` (with :meth:`check_labels` and :meth:`draw_labels`),
-    :attr:`knobs`, :attr:`ema_weights` and :attr:`progress`. Each has a default that is right for a
+    :attr:`knobs`, :attr:`ema_weights`, :attr:`progress` and, for likelihood models,
+    :meth:`likelihood_protocol` and :meth:`bits_per_dim`. Each has a default that is right for a
     model without the feature, so callers never probe a model for it.
 
     Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
@@ -232,6 +233,21 @@ class GenerativeModule(L.LightningModule):
         if labels is not None and labels.ndim < 2:
             labels = labels.reshape(-1).expand(steps) if labels.numel() == 1 else labels
         return self.decode(path, labels, sampler)
+
+    def likelihood_protocol(self) -> dict[str, Any] | None:
+        """What :meth:`bits_per_dim` measures, recorded with the ``bpd`` score: ``kind`` (``exact``, or
+        ``bound`` for a variational bound), ``levels`` (the quantisation per channel the bits refer to)
+        and how images are quantised. ``None`` (the default): the model has no likelihood."""
+        return None
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """(B,) negative log-likelihood of images ``x`` (B, C, H, W) in [0, 1], in bits per dimension of
+        the quantised data (see :meth:`likelihood_protocol`), with the weights :meth:`sample` uses.
+
+        Raises:
+            NotImplementedError: For models whose :meth:`likelihood_protocol` is ``None``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
     def randn(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal noise on the model's device, drawn from ``generator`` when given."""
