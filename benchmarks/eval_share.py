@@ -7,7 +7,7 @@ times the evaluation callback records in ``metrics.json``. Prints the share with
 one-time costs, and the final scores.
 
     .venv/bin/python benchmarks/eval_share.py
-    .venv/bin/python benchmarks/eval_share.py data.image_size=16 --models ddpm flow_matching   # diffusion (overrides first)
+    .venv/bin/python benchmarks/eval_share.py data.image_size=16 --models ddpm flow_matching  # overrides 1st
     .venv/bin/python benchmarks/eval_share.py trainer.max_steps=500 eval.every_n_steps=250
     GEN_BENCH_THREADS=1 .venv/bin/python benchmarks/eval_share.py --keep runs/eval_share   # busy machine
 
