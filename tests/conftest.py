@@ -47,6 +47,20 @@ def compose_train(overrides: list[str], run_dir: Path | str) -> DictConfig:
         return compose("train", overrides=[*overrides, f"run_dir={run_dir}"])
 
 
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory) -> Path:
+    """A 3-step DDPM run on ring8 (tiny MLP, T = 10), one per test module: the sample, eval and
+    interpolate commands' tests read and write it."""
+    from gen_bench.train import run_training
+
+    run = tmp_path_factory.mktemp("runs") / "ddpm"
+    run_training(compose_train(["data=ring8", "model=ddpm", "data.batch_size=32", "trainer.max_steps=3",
+                                "model.nets.toy2d.denoiser.hidden=16", "model.diffusion.num_timesteps=10",
+                                "model.training_sampler.steps=3", "callbacks.sample_grid.num_points=16",
+                                *QUIET, "eval.enabled=false"], run))
+    return run
+
+
 def _obey_permissions() -> None:
     """In a child process before exec: drop root's power to ignore file permissions (CAP_DAC_OVERRIDE,
     CAP_DAC_READ_SEARCH) from the capability bounding set, so a read-only folder is read-only to it too."""

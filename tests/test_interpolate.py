@@ -69,16 +69,6 @@ def test_path_length_of_a_linear_generator_follows_the_derivative_of_the_path():
     assert slerp["path_length_filtered"] == pytest.approx(kept.mean().item())
 
 
-@pytest.fixture(scope="module")
-def ddpm_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "ddpm"
-    run_training(compose_train(["data=ring8", "model=ddpm", "data.batch_size=32", "trainer.max_steps=3",
-                                "model.nets.toy2d.denoiser.hidden=16", "model.diffusion.num_timesteps=10",
-                                "model.training_sampler.steps=3", "callbacks.sample_grid.num_points=16",
-                                *FAST], run))
-    return run
-
-
 def test_ddpm_walks_through_its_noise_and_its_ends_are_samples(ddpm_run, tmp_path):
     out = tmp_path / "walks"
     r = run_cli(["interpolate", f"ckpt={ddpm_run}", "walks=2", "steps=5", "seed=3", "sampler=ddim",

@@ -29,16 +29,6 @@ def compose_sample(overrides: list[str]):
         return compose("sample", overrides=overrides)
 
 
-@pytest.fixture(scope="module")
-def ddpm_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "ddpm"
-    run_training(compose_train(["data=ring8", "model=ddpm", "data.batch_size=32", "trainer.max_steps=3",
-                                "model.nets.toy2d.denoiser.hidden=16", "model.diffusion.num_timesteps=10",
-                                "model.training_sampler.steps=3", "callbacks.sample_grid.num_points=16",
-                                *FAST], run))
-    return run
-
-
 def test_ddpm_sampler_is_chosen_at_sampling_time(ddpm_run):
     sample_command(compose_sample([f"ckpt='{ddpm_run}'", "n=16", "sampler=ddim", "sampler.steps=2"]))
     out = ddpm_run / "samples" / "sample_ddim2_16"

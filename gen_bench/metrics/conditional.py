@@ -31,7 +31,6 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.utilities import dim_zero_cat
 
-from gen_bench.metrics import scores as _image_scores  # noqa: F401  (they register first: the default order)
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.fid import FeatureStats, frechet_distance, mean_cov
 from gen_bench.metrics.reference import frames
@@ -143,7 +142,7 @@ def per_class_stats(datamodule, extractor, split: str, num_classes: int,
     """Float64 feature sums (K, d), outer-product sums (K, d, d) and counts (K,) of each class of a
     split, in ``extractor``'s space."""
     d = extractor.feature_dim
-    device = next(iter(extractor.parameters()), torch.empty(0)).device
+    device = extractor.device
     stats = [FeatureStats.zeros(d) for _ in range(num_classes)]
     for x, y in datamodule.reference_loader(split, batch_size=batch_size):
         f = extractor(frames(x).to(device))["pool"].cpu()
