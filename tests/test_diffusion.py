@@ -243,6 +243,52 @@ def test_ancestral_sampling_with_the_exact_denoiser_recovers_gaussian_data(varia
     assert torch.allclose(x.std(0), s, rtol=0.03)
 
 
+def test_respaced_ddpm_with_the_posterior_variance_is_ddim_with_eta_one():
+    d, net = GaussianDiffusion(200), _net(1)
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        post = DDPMSampler(d, variance="posterior", steps=20)
+        a = sample_loop(net, post, x_T, torch.Generator().manual_seed(3))
+        b = sample_loop(net, DDIMSampler(d, steps=20, eta=1.0), x_T, torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert DDPMSampler(d, steps=20).timesteps() == DDIMSampler(d, steps=20).timesteps()
+    assert DDPMSampler(d, steps=200).timesteps() == DDPMSampler(d).timesteps()
+    settings = [(None, "beta"), (20, "beta"), (20, "posterior")]
+    labels = [DDPMSampler(d, steps=s, variance=v).label for s, v in settings]
+    assert labels == ["ddpm", "ddpm20", "ddpm20_post"]
+    with pytest.raises(ValueError, match="steps must be in"):
+        DDPMSampler(d, steps=0)
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+@pytest.mark.parametrize("steps", [10, 50])
+def test_respaced_ancestral_sampling_of_gaussian_data_has_the_closed_form_spread(variance, steps):
+    """With the exact denoiser of x_0 ~ N(mu, s^2), a respaced step is x_prev = m x_t + c + sigma z:
+    x0_hat = mu + k sqrt(a)(x_t - sqrt(a) mu), k = s^2 / (a s^2 + 1 - a), the posterior mean
+    coef1 x0_hat + coef2 x_t of the respaced beta = 1 - a / a_prev, so the variance of x runs
+    v_prev = m^2 v + sigma^2 from v_T = 1 (float64 here). Few steps widen the samples with beta and
+    narrow them with the posterior variance; the sampler must land on the recursion's spread."""
+    d = GaussianDiffusion(1000)
+    mu, s = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 0.8], dtype=torch.float64)
+    sampler = DDPMSampler(d, variance=variance, steps=steps)
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    v = torch.ones(2, dtype=torch.float64)
+    for t, tp in sampler.timesteps():
+        a, a_p = ab[t], (ab[tp] if tp >= 0 else torch.tensor(1.0, dtype=torch.float64))
+        beta = 1 - a / a_p
+        k = s**2 / (a * s**2 + 1 - a)
+        m = beta * a_p.sqrt() / (1 - a) * k * a.sqrt() + (1 - a_p) * (1 - beta).sqrt() / (1 - a)
+        var = (beta if variance == "beta" else beta * (1 - a_p) / (1 - a)) if tp >= 0 else 0.0
+        v = m**2 * v + var
+    g = torch.Generator().manual_seed(7)
+    x_T = torch.randn(20_000, 2, generator=g)
+    x = sample_loop(_gaussian_data_denoiser(d, mu, s), sampler, x_T, g).double()
+    assert torch.allclose(x.mean(0), mu, atol=0.03)
+    assert torch.allclose(x.std(0), v.sqrt(), rtol=0.02), (x.std(0) / s, v.sqrt() / s)
+    if steps == 10:  # the spread is visibly off at 10 steps, in the direction the variance says
+        assert ((v.sqrt() / s > 1.03) if variance == "beta" else (v.sqrt() / s < 0.97)).any()
+
+
 def _reference_sampling(net, T: int, method: str, steps: int, eta: float, n: int, seed: int) -> np.ndarray:
     """Algorithm 2 of DDPM / eq. 12 of DDIM written out in float64 numpy from the papers, drawing the
     noise in the same order as gen-bench (x_T, then one draw per noisy step)."""

@@ -51,42 +51,74 @@ def predict_x0_and_eps(diffusion: GaussianDiffusion, x_t: Tensor, t: int, eps: T
 
 
 class DDPMSampler:
-    """Ancestral sampling (Ho et al. 2020, Algorithm 2) through all T steps.
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2), through all T steps or a respaced subset.
 
     x_{t-1} = mu~_t(x_t, x0_hat) + sigma_t z, with the posterior mean of eq. 7 and x0_hat from eq. 15
     (clipped to the data range, as in Ho et al.'s code); no noise at the last step.
+
+    With ``steps < T`` the sampler walks ``steps`` timesteps evenly spaced over [T-1, 0] (the same
+    ones as :class:`DDIMSampler`) and is the ancestral sampler of the respaced process (Nichol and
+    Dhariwal 2021, sec. 4): the step from t to t_prev uses beta = 1 - alpha-bar_t / alpha-bar_prev
+    in place of beta_t, and its posterior. With ``variance="posterior"`` that is DDIM with eta = 1;
+    ``variance="beta"`` keeps the same mean and adds the larger noise beta.
 
     Args:
         diffusion: The process.
         variance: sigma_t^2 = ``beta`` (beta_t; Ho et al.'s CIFAR-10 setting) or ``posterior``
             (beta-tilde_t of eq. 7). Sec. 3.2: "both had similar results".
         clip_x0: Clip x0_hat to [-clip_x0, clip_x0] (1 for images, ``None`` for unbounded data).
+        steps: Number of timesteps, 1..T; ``None``: all T.
     """
 
     def __init__(self, diffusion: GaussianDiffusion, variance: Literal["beta", "posterior"] = "beta",
-                 clip_x0: float | None = None) -> None:
+                 clip_x0: float | None = None, steps: int | None = None) -> None:
         if variance not in ("beta", "posterior"):
             raise ValueError(f"unknown variance {variance!r}; valid: 'beta', 'posterior'")
+        if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
+            raise ValueError(f"DDPM steps must be in [1, {diffusion.num_timesteps}] (or null for all), "
+                             f"got {steps}")
         self.diffusion = diffusion
         self.variance = variance
         self.clip_x0 = clip_x0
-        self.label = "ddpm"
+        self.steps = diffusion.num_timesteps if steps is None else steps
+        respaced = self.steps < diffusion.num_timesteps
+        post = "_post" if variance == "posterior" else ""
+        self.label = "ddpm" + (f"{self.steps}" if respaced else "") + post
         self.deterministic = False
 
     def timesteps(self) -> list[tuple[int, int]]:
-        return [(t, t - 1) for t in reversed(range(self.diffusion.num_timesteps))]
+        return evenly_spaced_pairs(self.diffusion.num_timesteps, self.steps)
 
     def step(self, model_output: Tensor, t: int, t_prev: int, x_t: Tensor,
              generator: torch.Generator | None = None) -> Tensor:
-        if t_prev != t - 1:
-            raise ValueError(f"DDPM steps one timestep at a time, got t={t}, t_prev={t_prev}; "
-                             "use DDIM to skip steps")
-        x0, _ = predict_x0_and_eps(self.diffusion, x_t, t, model_output, self.clip_x0)
-        mean, posterior_var = self.diffusion.q_posterior_mean_variance(x0, x_t, _full(t, x_t))  # eq. 7
-        if t == 0:
+        if not -1 <= t_prev < t:
+            raise ValueError(f"need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+        d = self.diffusion
+        x0, _ = predict_x0_and_eps(d, x_t, t, model_output, self.clip_x0)
+        if t_prev == t - 1:  # the process's own step: its float64-derived buffers (eq. 7)
+            mean, posterior_var = d.q_posterior_mean_variance(x0, x_t, _full(t, x_t))
+            beta = d.betas[t]
+        else:  # the respaced process's step: beta = 1 - a_t / a_prev and its posterior
+            beta = d.one_minus_alpha_ratio(t, t_prev)
+            one_minus = d.sqrt_one_minus_alphas_cumprod[t].square()
+            one_minus_prev = d.sqrt_one_minus_alphas_cumprod[t_prev].square()
+            ac_prev = d.alphas_cumprod[t_prev]
+            mean = (beta * ac_prev.sqrt() / one_minus * x0
+                    + one_minus_prev * (1 - beta).sqrt() / one_minus * x_t)
+            posterior_var = beta * one_minus_prev / one_minus
+        if t_prev < 0:
             return mean  # Algorithm 2: z = 0 at the last step
-        var = posterior_var if self.variance == "posterior" else self.diffusion.betas[t]
+        var = posterior_var if self.variance == "posterior" else beta
         return mean + var.sqrt() * randn_like(x_t, generator)
+
+
+def evenly_spaced_pairs(num_timesteps: int, steps: int) -> list[tuple[int, int]]:
+    """``(t, t_prev)`` pairs of ``steps`` timesteps evenly spaced over [T-1, 0], rounded, ``t_prev = -1``
+    after the last: the trajectory starts at the last training timestep whatever ``steps`` is (with
+    ``steps = T`` it visits every timestep)."""
+    ts = torch.linspace(num_timesteps - 1, 0, steps).round().long().tolist()
+    ts = sorted(set(ts), reverse=True)
+    return list(zip(ts, [*ts[1:], -1], strict=True))
 
 
 class DDIMSampler:
@@ -116,10 +148,7 @@ class DDIMSampler:
         self.deterministic = eta == 0
 
     def timesteps(self) -> list[tuple[int, int]]:
-        # from T-1 down: with steps = 1 the single step still starts from the last timestep
-        ts = torch.linspace(self.diffusion.num_timesteps - 1, 0, self.steps).round().long().tolist()
-        ts = sorted(set(ts), reverse=True)
-        return list(zip(ts, [*ts[1:], -1], strict=True))
+        return evenly_spaced_pairs(self.diffusion.num_timesteps, self.steps)
 
     def sigma(self, t: int, t_prev: int) -> Tensor:
         """The noise scale of the step from ``t`` to ``t_prev`` (a 0-dim tensor), eq. 16 of DDIM:
