@@ -197,9 +197,9 @@ def test_ddim_sigma_is_eq_16_at_every_timestep(schedule, steps, eta):
     assert ((a - b).double() / z.double()).median().item() == pytest.approx(expected[0], rel=1e-5)
 
 
-def test_ddpm_sampler_rejects_skipped_steps():
-    with pytest.raises(ValueError, match="one timestep at a time"):
-        DDPMSampler(GaussianDiffusion(10)).step(torch.zeros(1, 2), 5, 2, torch.zeros(1, 2))
+def test_ddpm_sampler_rejects_steps_that_do_not_go_back_in_time():
+    with pytest.raises(ValueError, match="t_prev < t"):
+        DDPMSampler(GaussianDiffusion(10)).step(torch.zeros(1, 2), 5, 5, torch.zeros(1, 2))
 
 
 def _gaussian_data_denoiser(d: GaussianDiffusion, mu: torch.Tensor, s: torch.Tensor):
