@@ -287,14 +287,30 @@ def test_settings_a_metric_cannot_use_are_refused_and_a_capped_count_is_said():
     with pytest.raises(ValueError, match=r"PRDC needs more than k=5 generated samples.*uses 5"):
         EvalSettings(num_samples=5)
     with pytest.raises(ValueError, match=r"uses 4 \(eval.num_samples=2500, eval.prdc.max_samples=4\)"):
-        EvalSettings(prdc={"max_samples": 4})
+        EvalSettings(num_samples=2500, prdc={"max_samples": 4})
+    auto = EvalSettings(prdc={"max_samples": 4})  # num_samples=auto: checked once the data kind is known
+    with pytest.raises(ValueError, match=r"uses 4 \(eval.num_samples=1000, eval.prdc.max_samples=4\)"):
+        auto.for_data("image")
     with pytest.raises(ValueError, match=r"eval.prdc.num_reference=3 must be > 4"):
         EvalSettings(prdc={"num_reference": 3, "k_dc": 4})
     with pytest.raises(ValueError, match="subset_size >= 2"):
         EvalSettings(kid={"subset_size": 1})
     assert EvalSettings(num_samples=5, metrics=["fid", "kid"]).num_samples == 5  # no PRDC: no need
     with pytest.warns(UserWarning, match=r"eval.modes.num_samples=10000 is capped by eval.num_samples=2500"):
-        EvalSettings(modes={"num_samples": 10000})
+        EvalSettings(num_samples=2500, modes={"num_samples": 10000})
+
+
+def test_num_samples_auto_is_the_data_kinds_protocol_and_the_default_runs_evaluation_points(tmp_path):
+    """auto: 1,000 samples for images, 2,500 for 2-D mixtures (VEEGAN / PacGAN) and video; the diffusion
+    models' configs score at the end only, the others every 1,000 steps; the command line wins."""
+    assert [EvalSettings().for_data(k).num_samples for k in ("image", "toy2d", "video")] == [1000, 2500, 2500]
+    assert EvalSettings(num_samples=300).for_data("image").num_samples == 300
+    with pytest.raises(ValueError, match="eval.num_samples must be an integer >= 2 or 'auto', got 'many'"):
+        EvalSettings(num_samples="many")
+    every = {m: compose_train([f"model={m}"], tmp_path).eval.every_n_steps
+             for m in ("dcgan", "r3gan", "ddpm", "flow_matching")}
+    assert every == {"dcgan": 1000, "r3gan": 1000, "ddpm": 0, "flow_matching": 0}
+    assert compose_train(["model=ddpm", "eval.every_n_steps=250"], tmp_path).eval.every_n_steps == 250
 
 
 @pytest.fixture(scope="module")

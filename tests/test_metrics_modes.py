@@ -147,6 +147,7 @@ def test_stacked_digit_modes_are_counted_on_pacgans_26000_samples(tmp_path):
     def count(data: str, preset: str) -> int:
         cfg = compose_train([f"data={data}", f"eval={preset}"], tmp_path)
         s = EvalSettings(**{k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()})
+        s = s.for_data("image" if data == "stacked_digits" else "toy2d")
         return s.modes.count(s.num_samples, 1000 if data == "stacked_digits" else 8)
 
     assert count("stacked_digits", "default") == 26_000 and count("stacked_digits", "paper") == 26_000

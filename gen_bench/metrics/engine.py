@@ -223,9 +223,9 @@ class Evaluator:
 
     def __init__(self, settings: EvalSettings | Mapping | DictConfig | None, datamodule,
                  sampler: Mapping | DictConfig | None = None, out_dir: str | Path | None = None) -> None:
-        self.settings = settings_from(settings)
-        self.datamodule = datamodule
         self.spec = datamodule.spec
+        self.settings = settings_from(settings).for_data(self.spec.kind)  # num_samples=auto resolved
+        self.datamodule = datamodule
         self.sampler = _plain(sampler)
         self.sampler_factory = instantiate(sampler) if sampler is not None else None
         self.out_dir = Path(out_dir) if out_dir is not None else None

@@ -7,6 +7,7 @@ ones listed, so a typo (``eval.kid.subset=50``) fails loudly instead of being ig
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -19,6 +20,11 @@ from gen_bench.metrics.registry import METRICS
 T = TypeVar("T")
 #: The sampling-time knobs of the models (``GenerativeModule.knobs``) an evaluation may sweep.
 KNOB_NAMES = ("guidance", "truncation")
+# eval.num_samples=auto: 2,500 for 2-D mixtures (the VEEGAN / PacGAN protocol) and video; 1,000 for images,
+# what gen-bench's image experiments use: a diffusion model draws each sample with tens of network
+# passes, and 2,500 of them at two evaluation points cost 40% of a default DDPM run
+# (benchmarks/README.md, "Evaluation's share of training wall time").
+AUTO_NUM_SAMPLES = {"image": 1000, "default": 2500}
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -344,7 +350,8 @@ class EvalSettings:
         enabled: Evaluate at all during training.
         every_n_steps: Evaluate every N optimizer steps during training (0: only at the end).
         at_end: Evaluate when training ends.
-        num_samples: Generated samples per draw.
+        num_samples: Generated samples per draw, or ``auto``: :data:`AUTO_NUM_SAMPLES` for the data
+            kind (resolved by the evaluator, which knows the data: :meth:`for_data`).
         batch_size: Samples generated per ``model.sample`` call (and extracted per chunk).
         seed: Evaluation seed (draw i uses seed + i).
         seeds: Independent draws; scores are reported as mean and std over them.
@@ -369,7 +376,7 @@ class EvalSettings:
     enabled: bool = True
     every_n_steps: int = 1000
     at_end: bool = True
-    num_samples: int = 2500
+    num_samples: int | str = "auto"
     batch_size: int = 500
     seed: int = 12345
     seeds: int = 1
@@ -407,8 +414,10 @@ class EvalSettings:
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown} in eval.metrics; valid: "
                              f"{', '.join(METRICS.names())}")
-        if self.num_samples < 2:
-            raise ValueError(f"eval.num_samples must be >= 2, got {self.num_samples}")
+        auto = self.num_samples == "auto"  # the checks that need the count run when it is known (for_data)
+        if not auto and (isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int)
+                         or self.num_samples < 2):
+            raise ValueError(f"eval.num_samples must be an integer >= 2 or 'auto', got {self.num_samples!r}")
         if self.batch_size < 1 or self.seeds < 1:
             raise ValueError("eval.batch_size and eval.seeds must be >= 1")
         if self.reference.split not in ("train", "heldout"):
@@ -417,7 +426,7 @@ class EvalSettings:
         if self.bootstrap.num < 0 or not 0 < self.bootstrap.level < 1:
             raise ValueError(f"eval.bootstrap.num must be >= 0 and eval.bootstrap.level in (0, 1), got "
                              f"{self.bootstrap.num} and {self.bootstrap.level}")
-        sizes = self.fid_inf.sizes(self.num_samples)
+        sizes = [] if auto else self.fid_inf.sizes(self.num_samples)
         if sizes and (len(sizes) < 2 or sizes[0] < 2 or sizes[-1] > self.num_samples):
             raise ValueError(f"eval.fid_inf needs at least 2 distinct sample counts in [2, eval.num_samples="
                              f"{self.num_samples}], got {sizes}: set eval.fid_inf.points=N (N >= 2) or "
@@ -439,6 +448,13 @@ class EvalSettings:
                              f"got {self.memorization.space!r}")
         self._check_metric_needs()
 
+    def for_data(self, kind: str) -> EvalSettings:
+        """These settings with ``num_samples: auto`` resolved for a data kind (:data:`AUTO_NUM_SAMPLES`);
+        unchanged when the count is given."""
+        if self.num_samples != "auto":
+            return self
+        return dataclasses.replace(self, num_samples=AUTO_NUM_SAMPLES.get(kind, AUTO_NUM_SAMPLES["default"]))
+
     def _check_metric_needs(self) -> None:
         """Settings the metrics in ``metrics`` cannot work with fail here, at configuration time (before
         a run trains for hours and then fails in its final evaluation)."""
@@ -447,7 +463,8 @@ class EvalSettings:
             k = max(p.k_pr, p.k_dc)
             if min(p.k_pr, p.k_dc) < 1:
                 raise ValueError(f"eval.prdc.k_pr and eval.prdc.k_dc must be >= 1, got {p.k_pr} and {p.k_dc}")
-            generated = min(self.num_samples, p.max_samples or self.num_samples)
+            auto = self.num_samples == "auto"  # checked again once known (for_data)
+            generated = math.inf if auto else min(self.num_samples, p.max_samples or self.num_samples)
             if generated <= k:
                 raise ValueError(
                     f"PRDC needs more than k={k} generated samples (the k-th nearest neighbour of each), but "
@@ -462,7 +479,8 @@ class EvalSettings:
         if "is" in self.metrics and self.inception_score.splits < 1:
             raise ValueError(f"eval.inception_score.splits must be >= 1, got {self.inception_score.splits}")
         wanted = self.modes.num_samples
-        if "modes" in self.metrics and wanted is not None and wanted > self.num_samples:
+        if ("modes" in self.metrics and wanted is not None and self.num_samples != "auto"
+                and wanted > self.num_samples):
             # not an error: the presets set modes.num_samples = num_samples, and lowering num_samples
             # alone is common; but the count (PacGAN's 26,000...) is part of the protocol, so say it
             n = self.num_samples

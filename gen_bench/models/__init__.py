@@ -11,7 +11,7 @@ from gen_bench.models.base import GenerativeModule
 __all__ = ["GenerativeModule", "build_model"]
 
 # read by train.py and the callbacks, not by the objective
-_NOT_ARGUMENTS = ("name", "nets", "ema", "training_sampler")
+_NOT_ARGUMENTS = ("name", "nets", "ema", "training_sampler", "eval_every_n_steps")
 
 
 def build_model(model_cfg: DictConfig, spec: DataSpec) -> GenerativeModule:
