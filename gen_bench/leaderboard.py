@@ -39,9 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gen_bench.config import flatten
 from gen_bench.models.stabilizers import STABILIZER_KEYS, stabilizer_label, stabilizer_settings
 from gen_bench.rundir import (
+    OVERRIDES,
+    PLACEMENT_KEYS,
     REPLICATE_KEYS,
     RESULT_NEUTRAL_KEYS,
     X_AXES,
@@ -50,6 +54,7 @@ from gen_bench.rundir import (
     eval_results,
     finite,
     latest_sweep,
+    override_key,
     score_names,
     under,
 )
@@ -74,9 +79,27 @@ def _setting(run: RunRecord) -> dict[str, str]:
             if v != {} and not under(k, (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS))}
 
 
+def _overrides(run: RunRecord) -> set[str] | None:
+    """The run's command-line overrides (``.hydra/overrides.yaml``) less the result-neutral, placement
+    and replicate ones; ``None`` when the folder has none recorded."""
+    path = run.run_dir / OVERRIDES
+    if not path.is_file():
+        return None
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError:
+        return None
+    ignored = (*RESULT_NEUTRAL_KEYS, *PLACEMENT_KEYS, *REPLICATE_KEYS)
+    return {str(o) for o in items if not under(override_key(str(o)), ignored)}
+
+
 def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
     """A label per run of the settings that tell apart runs of one model and dataset besides the
-    stabilizers (a learning rate from an Optuna search, a discriminator ablation...)."""
+    stabilizers (a learning rate from an Optuna search, a discriminator ablation...).
+
+    The label is what the commands that made the runs differ by (``backbone=resnet``) when those
+    overrides tell every setting apart, else the config keys that differ (a config group choice
+    changes many keys at once: the overrides say it in a word)."""
     by_pair: dict[tuple[str, str], list[int]] = {}
     settings = [_setting(r) for r in runs]
     for i, r in enumerate(runs):
@@ -86,9 +109,19 @@ def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
         keys = sorted({k for i in idx for k in settings[i]})
         differing = [k for k in keys if len({settings[i].get(k) for i in idx}) > 1
                      and not under(k, STABILIZER_KEYS)]
-        for i in idx:
-            labels[i] = ", ".join(f"{k}={json.loads(settings[i][k]) if k in settings[i] else None}"
-                                  for k in differing)
+        by_keys = {i: ", ".join(f"{k}={json.loads(settings[i][k]) if k in settings[i] else None}"
+                                for k in differing) for i in idx}
+        overrides = {i: _overrides(runs[i]) for i in idx}
+        if differing and all(o is not None for o in overrides.values()):
+            shared = set.intersection(*overrides.values())
+            stabilizer = [o for i in idx for o in overrides[i] if under(override_key(o), STABILIZER_KEYS)]
+            by_overrides = {i: ", ".join(sorted(o for o in overrides[i] - shared if o not in stabilizer))
+                            for i in idx}
+            # usable when runs with the same overrides have the same differing keys and vice versa
+            pairs = {(by_keys[i], by_overrides[i]) for i in idx}
+            if len(pairs) == len({k for k, _ in pairs}) == len({o for _, o in pairs}):
+                by_keys = by_overrides
+        labels.update(by_keys)
     return labels
 
 

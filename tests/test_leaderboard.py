@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -212,6 +213,24 @@ def test_settings_that_differ_besides_seed_and_stabilizers_make_their_own_rows(t
     assert [(r["variant"], r["seeds"]) for r in board.rows] == [("model.optimizer_g.lr=0.0002", 2),
                                                                 ("model.optimizer_g.lr=0.001", 2)]
     assert "variant" in board.to_text().splitlines()[1]
+
+
+def test_a_config_group_choice_is_labelled_by_its_override_not_by_every_key_it_changes(tmp_path):
+    """backbone=resnet changes many model.nets keys; the overrides that made the runs say it in a word.
+    Without recorded overrides (or when they do not tell the settings apart) the keys are the label."""
+    resnet = {"nets": {"image": {"generator": {"_target_": "ResNetGenerator", "base_channels": 64}}}}
+    plain = {"nets": {"image": {"generator": {"_target_": "DCGANGenerator", "base_channels": 32}}}}
+    for seed in (0, 1):
+        for name, model, extra in [("plain", plain, []), ("resnet", resnet, ["backbone=resnet"])]:
+            run = fake_run(tmp_path, f"{name},{seed}", seed=seed, model=model, fid=2.0 + seed)
+            (run / ".hydra").mkdir()
+            (run / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump(["experiment=x", "model=dcgan", f"seed={seed}", "logger=csv", *extra]))
+    board = build_leaderboard(collect_runs(tmp_path))
+    assert sorted((r["variant"], r["seeds"]) for r in board.rows) == [("", 2), ("backbone=resnet", 2)]
+    (tmp_path / "plain,1" / ".hydra" / "overrides.yaml").unlink()  # one run without: keys it is
+    variants = {r["variant"] for r in build_leaderboard(collect_runs(tmp_path)).rows}
+    assert all("model.nets.image.generator._target_=" in v for v in variants), variants
 
 
 def test_stabilizer_labels_and_tags():

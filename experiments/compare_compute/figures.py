@@ -21,13 +21,21 @@ from gen_bench.leaderboard import (
 from gen_bench.rundir import collect_runs
 
 OUT = Path(__file__).parent
-MODELS = ["dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching"]
+MODELS = ["dcgan", "dcgan (resnet)", "wgan_gp", "r3gan", "ddpm", "flow_matching", "pixelcnn"]
+# run folder of each row (the residual-backbone DCGAN is `model=dcgan backbone=resnet`)
+FOLDERS = {m: f"experiment=compare_compute,model={m}" for m in MODELS}
+FOLDERS["dcgan (resnet)"] = "backbone=resnet,experiment=compare_compute,model=dcgan"
+
+
+def row_label(key: tuple) -> str:
+    """A table row's model: the residual-backbone DCGAN apart from the plain one."""
+    return f"{key[0]} (resnet)" if "ResNet" in key[3] else key[0]
 
 
 def grids_side_by_side(sweep: Path, seed: int = 0, path: Path = OUT / "grids_seed0.png") -> None:
     tiles = []
     for model in MODELS:
-        grid = sweep / f"experiment=compare_compute,model={model},seed={seed}" / "samples" / "final.png"
+        grid = sweep / f"{FOLDERS[model]},seed={seed}" / "samples" / "final.png"
         if grid.is_file():
             tiles.append((model, Image.open(grid).convert("RGB")))
     w, h = max(t.width for _, t in tiles), max(t.height for _, t in tiles)
@@ -45,7 +53,8 @@ def table(runs, metrics=("fid", "precision", "recall", "coverage")) -> str:
     walls = curves(runs, "fid", "wall_s")
     lines = ["| model | budget (FLOPs) | " + " | ".join(metrics) + " | wall time at the point (s) | seeds |",
              "|---|---|" + "---|" * (len(metrics) + 2)]
-    for key in sorted(per["fid"], key=lambda k: MODELS.index(k[0]) if k[0] in MODELS else 99):
+    order = {label: i for i, label in enumerate(MODELS)}
+    for key in sorted(per["fid"], key=lambda k: order.get(row_label(k), 99)):
         for k, (x, *_rest) in enumerate(per["fid"][key]):
             cells = []
             for m in metrics:
@@ -54,7 +63,8 @@ def table(runs, metrics=("fid", "precision", "recall", "coverage")) -> str:
                 cells.append("-" if mean is None else f"{mean:.3g} ± {std or 0:.2g}")
             wall = walls.get(key, [])
             cells.append(f"{wall[k][0]:.0f}" if k < len(wall) else "-")
-            lines.append(f"| {key[0]} | {x:.2g} | " + " | ".join(cells) + f" | {per['fid'][key][k][3]} |")
+            seeds = per["fid"][key][k][3]
+            lines.append(f"| {row_label(key)} | {x:.2g} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(lines)
 
 
