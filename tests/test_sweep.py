@@ -93,7 +93,7 @@ def test_memorization_experiment_runs_every_unconditional_image_model_with_one_p
     cfg = compose_train(["experiment=memorization_vs_size", "data.subset=null"], tmp_path)
     assert cfg.data.subset is None and cfg.eval.reference.split == "heldout" and cfg.eval.every_n_steps == 0
     raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "experiment" / "memorization_vs_size.yaml"))
-    assert raw["hydra"]["sweep"]["dir"] == "${output_root}/sweeps/memorization_vs_size"  # found by resume=auto
+    assert raw["hydra"]["sweep"]["dir"] == "${output_root}/sweeps/memorization_vs_size"  # fixed, for resume
 
 
 def test_stabilizer_ablation_switches_one_stabilizer_per_arm(tmp_path):
