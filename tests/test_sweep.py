@@ -74,6 +74,28 @@ def test_model_comparisons_give_every_model_the_same_budget_and_protocol(tmp_pat
     assert raw["hydra"]["sweep"]["dir"] == f"${{output_root}}/sweeps/{experiment}"  # fixed: found again
 
 
+def test_memorization_experiment_runs_every_unconditional_image_model_with_one_protocol(tmp_path):
+    """Every unconditional image model on N = 32, 128, 512 and all training digits, 3 seeds, each with
+    its own number of steps and the same data, evaluation protocol and (held-out) FID reference."""
+    params = _sweep_params("memorization_vs_size")
+    models = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
+    # biggan: class-conditional only; dvdgan: video; ddpm_cifar: model=ddpm sized for a GPU
+    assert set(params["model"]) == models - {"biggan", "dvdgan", "ddpm_cifar"}
+    assert params["data.subset"] == ["32", "128", "512", "null"] and params["seed"] == ["0", "1", "2"]
+    seen = {}
+    for model in params["model"]:
+        cfg = compose_train(["experiment=memorization_vs_size", f"model={model}", "data.subset=32"], tmp_path)
+        assert cfg.trainer.max_steps == cfg.steps_per_model[model] > 0
+        assert not cfg.model.get("conditional", False)
+        seen[model] = (cfg.data.name, cfg.data.image_size, cfg.data.batch_size, cfg.data.subset,
+                       OmegaConf.to_yaml(cfg.eval))
+    assert len(set(seen.values())) == 1, seen
+    cfg = compose_train(["experiment=memorization_vs_size", "data.subset=null"], tmp_path)
+    assert cfg.data.subset is None and cfg.eval.reference.split == "heldout" and cfg.eval.every_n_steps == 0
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "experiment" / "memorization_vs_size.yaml"))
+    assert raw["hydra"]["sweep"]["dir"] == "${output_root}/sweeps/memorization_vs_size"  # fixed, for resume
+
+
 def test_stabilizer_ablation_switches_one_stabilizer_per_arm(tmp_path):
     arms = {}
     for arm in _sweep_params("compare_stabilizers")["stabilizer"]:

@@ -12,11 +12,16 @@
   underfitting.
 
 Distances are Euclidean in the chosen space (pixels or an extractor's features).
+
+Controls (:func:`control_samples`): "generators" of known copying, exact training copies, the same
+copies with pixel noise, and held-out data, scored like a model so a table shows what each metric
+says about them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -272,3 +277,59 @@ class Memorization(Metric):
         out["grid_nearest"] = dim_zero_cat(self.cand_nn)[best]
         out["grid_ratio"] = ratio[best]
         return out
+
+
+# --- controls ----------------------------------------------------------------------------------
+CONTROL_NOISE_STD = 0.05
+CONTROL_PREFIX = "control:"  # the model name a control's results carry: control:copies
+
+
+def cycled(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` rows of ``x``: seeded permutations of all its rows one after another, so every row is
+    used equally often (to within one)."""
+    reps = -(-n // x.shape[0])
+    order = torch.cat([torch.randperm(x.shape[0], generator=generator) for _ in range(reps)])[:n]
+    return x[order]
+
+
+def _copies(train: Tensor, heldout: Tensor, n: int, g: torch.Generator, noise_std: float) -> Tensor:
+    return cycled(train, n, g)
+
+
+def _noisy_copies(train: Tensor, heldout: Tensor, n: int, g: torch.Generator, noise_std: float) -> Tensor:
+    copies = cycled(train, n, g)
+    return (copies + noise_std * torch.randn(copies.shape, generator=g)).clamp(0, 1)
+
+
+def _heldout(train: Tensor, heldout: Tensor, n: int, g: torch.Generator, noise_std: float) -> Tensor:
+    return cycled(heldout, n, g)
+
+
+#: name -> ``builder(train, heldout, n, generator, noise_std) -> (n, ...)`` samples
+CONTROLS: dict[str, Callable[[Tensor, Tensor, int, torch.Generator, float], Tensor]] = {
+    "copies": _copies, "noisy_copies": _noisy_copies, "heldout": _heldout}
+
+
+def control_samples(name: str, train: Tensor, heldout: Tensor, n: int, seed: int,
+                    noise_std: float = CONTROL_NOISE_STD) -> Tensor:
+    """``n`` samples of a control "generator" of known copying.
+
+    * ``copies``: the training images themselves, drawn in seeded permutations one after another;
+    * ``noisy_copies``: those copies plus Gaussian noise of std ``noise_std`` per pixel, clipped to
+      [0, 1] (near copies that no pixel-exact test calls copies);
+    * ``heldout``: the held-out images drawn the same way (fresh data: a model that generalises).
+
+    Args:
+        name: One of :data:`CONTROLS`.
+        train: (N, C, H, W) training images in [0, 1].
+        heldout: (M, C, H, W) held-out images in [0, 1].
+        n: Samples to return.
+        seed: Seed of the draw (the order of the rows and the noise).
+        noise_std: Pixel noise of ``noisy_copies``.
+
+    Returns:
+        (n, C, H, W) samples in [0, 1].
+    """
+    if name not in CONTROLS:
+        raise ValueError(f"unknown control {name!r}; valid: {', '.join(CONTROLS)}")
+    return CONTROLS[name](train, heldout, n, torch.Generator().manual_seed(seed), noise_std)
