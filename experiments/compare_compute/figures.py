@@ -29,7 +29,7 @@ FOLDERS["dcgan (resnet)"] = "backbone=resnet,experiment=compare_compute,model=dc
 
 def row_label(key: tuple) -> str:
     """A table row's model: the residual-backbone DCGAN apart from the plain one."""
-    return f"{key[0]} (resnet)" if "ResNet" in key[3] else key[0]
+    return f"{key[0]} (resnet)" if "resnet" in key[3].lower() else key[0]
 
 
 def grids_side_by_side(sweep: Path, seed: int = 0, path: Path = OUT / "grids_seed0.png") -> None:
