@@ -22,6 +22,7 @@ random boxes) comes from the ``generator`` passed in, never from the global RNG.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +35,8 @@ from gen_bench.data.spec import DataSpec
 FILTERS = ("box", "bicubic")
 UPSAMPLING = ("bicubic", "bilinear", "nearest")
 MASKS = ("center", "half", "random")
+#: A map of images (to the models' [-1, 1] space, say).
+Transform = Callable[[Tensor], Tensor]
 #: The value unknown pixels take in an inpainting input (mid grey: 0 in the models' [-1, 1] space).
 FILL = 0.5
 
@@ -115,8 +118,9 @@ class PairedTask:
         """A picture of inputs at the target's size, (N, C, H, W), for grids."""
         raise NotImplementedError
 
-    def compose(self, output: Tensor, x_in: Tensor) -> Tensor:
-        """An output with what the input fixes put back (inpainting: the known pixels, exactly)."""
+    def compose(self, output: Tensor, x_in: Tensor, transform: Transform | None = None) -> Tensor:
+        """An output with what the input fixes put back (inpainting: the known pixels, exactly), the
+        input's pixels passed through ``transform`` first (e.g. to the models' [-1, 1] space)."""
         return output
 
     def consistency(self, output: Tensor, x_in: Tensor) -> tuple[Tensor, Tensor]:
@@ -277,8 +281,9 @@ class Inpainting(PairedTask):
     def show(self, x_in: Tensor) -> Tensor:
         return self.split(x_in)[0]
 
-    def compose(self, output: Tensor, x_in: Tensor) -> Tensor:
+    def compose(self, output: Tensor, x_in: Tensor, transform: Transform | None = None) -> Tensor:
         image, m = self.split(x_in)
+        image = transform(image) if transform is not None else image
         return torch.where(m > 0.5, image, output)  # the known pixels exactly, not up to rounding
 
     def consistency(self, output: Tensor, x_in: Tensor) -> tuple[Tensor, Tensor]:

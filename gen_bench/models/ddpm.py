@@ -32,7 +32,18 @@ from gen_bench.diffusion import (
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
-__all__ = ["DDPM", "default_toy_scale", "random_hflip"]
+__all__ = ["DDPM", "bind_diffusion_sampler", "default_toy_scale", "random_hflip"]
+
+
+def bind_diffusion_sampler(factory: SamplerFactory, diffusion: GaussianDiffusion,
+                           clip_x0: float | None) -> Sampler:
+    """``factory`` (a sampler config, Hydra ``_partial_``) bound to ``diffusion``; a flow-matching
+    sampler is refused with the samplers that apply."""
+    cls = sampler_class(factory)
+    if cls is not None and issubclass(cls, FlowSampler):
+        raise ValueError(f"a diffusion model samples with a diffusion sampler (sampler=ddpm | ddim | dpmpp), "
+                         f"not the flow sampler {cls.__name__} (that is for model=flow_matching)")
+    return factory(diffusion, clip_x0=clip_x0)
 
 
 class DDPM(IterativeModule):
@@ -94,12 +105,8 @@ class DDPM(IterativeModule):
     # --- sampling -----------------------------------------------------------------------------
     def bind_sampler(self, sampler: SamplerFactory | None = None) -> Sampler:
         """A sampler for this model's process, clipping predicted images to [-1, 1]."""
-        factory = sampler or self.sampler
-        cls = sampler_class(factory)
-        if cls is not None and issubclass(cls, FlowSampler):
-            raise ValueError(f"DDPM samples with a diffusion sampler (sampler=ddpm | ddim | dpmpp), not the "
-                             f"flow sampler {cls.__name__} (that is for model=flow_matching)")
-        return factory(self.diffusion, clip_x0=None if self.spec.kind == "toy2d" else 1.0)
+        return bind_diffusion_sampler(sampler or self.sampler, self.diffusion,
+                                      clip_x0=None if self.spec.kind == "toy2d" else 1.0)
 
     def integrate(self, sampler: Sampler, noise: Tensor, generator: torch.Generator | None,
                   labels: Tensor | None = None) -> Tensor:
