@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -364,6 +364,24 @@ def knob_grid(model: GenerativeModule,
         return []
     grid = itertools.product(*(requested[k] for k in names))
     return [dict(zip(names, values, strict=True)) for values in grid]
+
+
+def labels_argument(model: GenerativeModule, labels: Any, n: int) -> Tensor | None:
+    """The ``labels=`` of a command (``gen-bench sample``, ``inpaint``) as (n,) class indices: one class
+    for every sample (an int), one per sample (a list of n, e.g. an OmegaConf ``ListConfig``); ``None``
+    when not given. A conditional model checks them when it samples."""
+    if labels is None:
+        return None
+    if not model.is_conditional:
+        raise ValueError(f"labels={labels} given, but {type(model).__name__} is not class-conditional; "
+                         "sample it without labels")
+    values = list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str) else [labels]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"labels must be a class index (labels=3) or a list of them, got {labels!r}")
+    if len(values) not in (1, n):
+        raise ValueError(f"labels lists {len(values)} classes for n={n} samples: give one class, or n of "
+                         "them")
+    return torch.tensor(values * (n if len(values) == 1 else 1), dtype=torch.long)
 
 
 def knob_tag(values: dict[str, float | None]) -> str:

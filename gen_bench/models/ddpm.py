@@ -26,6 +26,7 @@ from gen_bench.diffusion import (
     GaussianDiffusion,
     Sampler,
     SamplerFactory,
+    repaint_loop,
     sample_loop,
     sampler_class,
 )
@@ -112,6 +113,45 @@ class DDPM(IterativeModule):
                   labels: Tensor | None = None) -> Tensor:
         """x_T = ``noise`` -> x_0 through ``sampler``'s steps, one (guided) denoiser call each."""
         return sample_loop(self.prediction(labels), sampler, noise, generator, progress=self.progress)
+
+    def repaint(self, image: Tensor, known: Tensor, generator: torch.Generator | None = None,
+                labels: Tensor | None = None, steps: int | None = None, jump_length: int = 10,
+                resamplings: int = 10, variance: str = "posterior") -> Tensor:
+        """Inpaint ``image`` where ``known`` is 0 with RePaint (Lugmayr et al. 2022; no training,
+        :func:`~gen_bench.diffusion.repaint_loop`), using the EMA weights if any.
+
+        Args:
+            image: (N, C, H, W) images in [0, 1] (the unknown pixels are never read).
+            known: (N, 1, H, W) masks, 1 where a pixel is known.
+            generator: Source of every noise (the starting noise first).
+            labels: (N,) classes the fill is asked for (class-conditional models, guided with
+                :attr:`guidance`); ``None``: unconditional (a conditional model draws them).
+            steps: Respaced timesteps of the walk (``None``: all T).
+            jump_length: Levels climbed by each resampling jump.
+            resamplings: Times each jump level is walked down (1: no resampling).
+            variance: Of the ancestral steps: ``posterior`` or ``beta`` (:class:`DDPMSampler`).
+
+        Returns:
+            (N, C, H, W) in [0, 1], equal to ``image`` on the known pixels.
+        """
+        if self.spec.kind != "image":
+            raise ValueError(f"RePaint fills images; this DDPM models {self.spec.kind} data")
+        n = image.shape[0]
+        labels = self.labels_for(n, labels, generator)
+        sampler = DDPMSampler(self.diffusion, variance=variance, clip_x0=1.0, steps=steps)
+        out = []
+        with self.sampling_mode():
+            for lo in range(0, n, self.sample_batch_size):
+                hi = min(n, lo + self.sample_batch_size)
+                noise = self.sample_latent(hi - lo, generator)
+                x_known = self.to_model_space(image[lo:hi].to(self.device))
+                keep = known[lo:hi].to(self.device)
+                y = labels[lo:hi] if labels is not None else None
+                x = repaint_loop(self.prediction(y), sampler, x_known, keep, noise, generator, jump_length,
+                                 resamplings, progress=self.progress)
+                filled = self.to_data_space(x)
+                out.append(torch.where(keep.bool().expand_as(filled), image[lo:hi].to(self.device), filled))
+        return torch.cat(out)
 
     def deterministic_sampler(self, sampler: SamplerFactory | None = None) -> SamplerFactory:
         factory = sampler or self.sampler
