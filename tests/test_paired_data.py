@@ -100,7 +100,7 @@ def test_masks_cover_what_they_say():
 def test_tasks_refuse_what_they_cannot_pair():
     with pytest.raises(ValueError, match="integer >= 2"):
         SuperResolution(factor=1)
-    with pytest.raises(ValueError, match="task.filter must be one of box, bicubic"):
+    with pytest.raises(ValueError, match="data.task.filter must be one of box, bicubic"):
         SuperResolution(filter="lanczos")
     with pytest.raises(ValueError, match="mask must be one of center, half, random"):
         Inpainting(mask="ring")

@@ -157,17 +157,18 @@ class SuperResolution(PairedTask):
 
     def __post_init__(self) -> None:
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 2:
-            raise ValueError(f"task.factor must be an integer >= 2, got {self.factor!r}")
+            raise ValueError(f"data.task.factor must be an integer >= 2, got {self.factor!r}")
         if self.filter not in FILTERS:
-            raise ValueError(f"task.filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
+            raise ValueError(f"data.task.filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
         if self.upsample not in UPSAMPLING:
-            raise ValueError(f"task.upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
+            raise ValueError(f"data.task.upsample must be one of {', '.join(UPSAMPLING)}, "
+                             f"got {self.upsample!r}")
 
     def check(self, spec: DataSpec) -> None:
         super().check(spec)
         if spec.image_size % self.factor:
-            raise ValueError(f"task=superres with task.factor={self.factor} needs an image size divisible by "
-                             f"{self.factor}; data.image_size is {spec.image_size}")
+            raise ValueError(f"task=superres with data.task.factor={self.factor} needs an image size "
+                             f"divisible by {self.factor}; data.image_size is {spec.image_size}")
 
     def input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         c, h, w = shape
