@@ -24,7 +24,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 from gen_bench import interrupt, rundir
 from gen_bench.io import atomic_open, atomic_write_bytes
-from gen_bench.viz import plot_curves, save_image_grid, save_scatter
+from gen_bench.viz import plot_curves, save_image_grid, save_scatter, side_by_side
 from gen_bench.viz_video import save_video_samples
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,9 @@ class SampleGrid(Periodic):
     time left to right); the GIF goes to wandb as a video. 2-D data: a scatter of
     ``num_points`` samples over the true mode centres (``samples/scatter_*.png``). Class-conditional
     image models also get ``class_grid_<tag>.png``: one row per class, ``num_samples / K`` samples
-    (at least 4) of that class each. Also logged to wandb when a wandb logger is attached.
+    (at least 4) of that class each; image-to-image models ``pairs_<tag>.png``: input | output |
+    target, one held-out input per row (the grid's first ``num_samples / 4``, at least 4). Also logged
+    to wandb when a wandb logger is attached.
 
     Args:
         dirpath: Where to write.
@@ -329,6 +331,13 @@ class SampleGrid(Periodic):
             pts = pl_module.sample(self.num_points, generator=g, **kw)
             paths = [save_scatter(pts, self.dirpath / f"scatter_{tag}.png", centers=spec.mode_centers,
                                   title=f"{type(pl_module).__name__} step {step}")]
+        elif pl_module.image_to_image:  # what sample() draws, with its inputs and targets kept
+            x_in, target = pl_module.draw_inputs(self.num_samples, g)
+            x = pl_module.translate(x_in, g, **kw)
+            rows = min(self.num_samples, max(4, self.num_samples // 4))
+            pairs = side_by_side([pl_module.task.show(x_in[:rows]), x[:rows], target[:rows]])
+            paths = [save_image_grid(x, self.dirpath / f"{tag}.png"),
+                     save_image_grid(pairs, self.dirpath / f"pairs_{tag}.png", nrow=3)]
         else:
             x = pl_module.sample(self.num_samples, generator=g, **kw)
             if x.ndim == 5:  # video (N, C, T, H, W): a GIF, a frame grid, and the first frames as before

@@ -53,6 +53,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, em
     model = build_model(cfg.model, datamodule.spec)
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
+    model.use_data(datamodule)  # image-to-image models draw their inputs from its held-out split
     if not ema:
         model.ema_weights = None
     model.to(map_location).eval()

@@ -28,8 +28,11 @@ commands:
   sample   samples from a saved model (grid, or scatter for 2-D data); e.g.
            gen-bench sample ckpt=runs/RUN n=64 sampler=ddim sampler.steps=50
            gen-bench sample ckpt=runs/RUN labels=3 n=16 guidance=2     (class-conditional models)
+           gen-bench sample ckpt=runs/RUN upscale=runs/SR_RUN         (a super-resolution model upscales them)
   interpolate  latent walks of a saved model (GIF + strip) and its perceptual path length; e.g.
            gen-bench interpolate ckpt=runs/RUN walks=4 steps=16
+  inpaint  fill a removed region of held-out images with a trained DDPM (RePaint, no training); e.g.
+           gen-bench inpaint ckpt=runs/DDPM mask=center       (labels=7: a class-conditional DDPM's class)
   eval     score a saved model (FID, KID, IS, PRDC, memorization, modes); e.g.
            gen-bench eval ckpt=runs/RUN eval=paper
            gen-bench eval samples=DIR_OR_NPZ data=digits out_dir=runs/sweeps/NAME/mine   (any samples)
@@ -168,7 +171,13 @@ def _interpolate(cfg: DictConfig) -> None:
     interpolate_command(cfg)
 
 
-PATH_KEYS = ("ckpt", "out", "out_dir", "resume", "samples")  # arguments that hold a path
+def _inpaint(cfg: DictConfig) -> None:
+    from gen_bench.inpaint import inpaint_command
+
+    inpaint_command(cfg)
+
+
+PATH_KEYS = ("ckpt", "out", "out_dir", "resume", "samples", "upscale")  # arguments that hold a path
 
 
 def _quote(value: str) -> str:
@@ -216,6 +225,7 @@ COMMANDS: dict[str, tuple[str | None, Callable]] = {
     "train": ("train", _train),
     "sample": ("sample", _sample),
     "interpolate": ("interpolate", _interpolate),
+    "inpaint": ("inpaint", _inpaint),
     "eval": ("eval", eval_command),
     "assets": (None, assets_command),
     "leaderboard": (None, leaderboard_command),

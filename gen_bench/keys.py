@@ -17,3 +17,6 @@ SCORE_REAL = "train/score_real_{}"  # mean raw D score of real clips, per discri
 SCORE_FAKE = "train/score_fake_{}"
 R1_PENALTY = "train/r1_penalty"  # E||grad_x D||^2 on real data (R3GAN)
 R2_PENALTY = "train/r2_penalty"  # the same on generated data
+LOSS_PIXEL = "train/loss_pixel"  # image-to-image models: the pixel (L2 / L1) term of the loss
+LOSS_PERCEPTUAL = "train/loss_perceptual"  # the distance in a feature network's activations
+LOSS_ADVERSARIAL = "train/loss_adversarial"  # the generator's adversarial term (-log D)

@@ -61,7 +61,7 @@ from gen_bench.rundir import (
 
 # Scores where lower is better; the rest of the suite's scores (precision, recall, density, coverage,
 # modes, hq_fraction, is) are higher-is-better.
-LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss", "bpd")
+LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss", "bpd", "consistency")
 PREFERRED_COLUMNS = ("kid", "bpd", "precision", "recall", "coverage", "modes", "hq_fraction", "fvd", "is",
                      "copy_rate")
 # The default ranking of 2-D mixtures: modes hit, then the high-quality share (both higher-is-better).

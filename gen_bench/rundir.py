@@ -42,6 +42,7 @@ LOSS_CURVES = "loss_curves.png"
 SAMPLES = "samples"
 EVAL = "eval"
 INTERPOLATE = "interpolate"  # gen-bench interpolate: latent walks and path lengths
+INPAINT = "inpaint"  # gen-bench inpaint: RePaint fills of held-out images
 
 
 def metrics_path(folder: str | Path) -> Path:

@@ -5,39 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from gen_bench import rundir
 from gen_bench.checkpoint import load_model, resolve_device
+from gen_bench.data.paired import SuperResolution
 from gen_bench.io import atomic_open
 from gen_bench.metrics.settings import KNOB_NAMES
 from gen_bench.models import GenerativeModule
-from gen_bench.models.base import knob_tag
-from gen_bench.viz import save_image_grid, save_scatter
+from gen_bench.models.base import knob_tag, labels_argument
+from gen_bench.viz import save_image_grid, save_scatter, side_by_side
 from gen_bench.viz_video import save_video_samples
 
 log = logging.getLogger(__name__)
-
-
-def requested_labels(model: GenerativeModule, labels: Any, n: int) -> torch.Tensor | None:
-    """The ``labels=`` of the command as (n,) class indices: one class for every sample (an int), one per
-    sample (a list of n); ``None`` when not given. A conditional model checks them when it samples."""
-    if labels is None:
-        return None
-    if not model.is_conditional:
-        raise ValueError(f"labels={labels} given, but {type(model).__name__} is not class-conditional; "
-                         "sample it without labels")
-    values = list(labels) if isinstance(labels, (list, tuple, ListConfig)) else [labels]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"labels must be a class index (labels=3) or a list of them, got {labels!r}")
-    if len(values) not in (1, n):
-        raise ValueError(f"labels lists {len(values)} classes for n={n} samples: give one class, or n of "
-                         "them")
-    return torch.tensor(values * (n if len(values) == 1 else 1), dtype=torch.long)
 
 
 def draw(model: GenerativeModule, n: int, seed: int, sampler_cfg: DictConfig | None,
@@ -64,16 +47,24 @@ def sample_command(cfg: DictConfig) -> None:
     animated and ``samples_frames.png``, a clip per row) or, for 2-D data, ``scatter.png`` over the
     true mode centres, plus ``samples.pt`` (the raw (n, ...) tensor in data space) and, for a
     class-conditional model, ``labels.pt`` (the (n,) classes, ``labels=`` or drawn). ``guidance=`` and
-    ``truncation=`` set the model's sampling knob (the folder name records it).
+    ``truncation=`` set the model's sampling knob (the folder name records it). ``upscale=SR_RUN``: a
+    super-resolution model (:func:`upscale`) also upscales the samples: ``upscaled.png``,
+    ``upscaled.pt`` and ``upscaled_pairs.png`` (each sample, shown pixel for pixel at the new size,
+    beside its upscaled version).
     """
     if cfg.n < 1:
         raise ValueError(f"n must be >= 1, got {cfg.n}")
-    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=resolve_device(cfg.device),
-                                         ema=cfg.get("ema", True))
+    device = resolve_device(cfg.device)
+    model, _, run_cfg, ckpt = load_model(cfg.ckpt, map_location=device, ema=cfg.get("ema", True))
+    upscaler = None
+    if cfg.get("upscale"):  # loaded first: a wrong model or size fails before any sampling
+        upscaler = load_model(cfg.upscale, map_location=device, ema=cfg.get("ema", True))[0]
+        check_upscaler(upscaler, model.spec.shape, cfg.upscale)
+        upscaler.progress = True
     model.progress = True  # models that sample in many steps show them
     uses_ema = model.ema_weights is not None
     knobs = {k: cfg.get(k) for k in KNOB_NAMES if cfg.get(k) is not None}  # guidance=2, truncation=0.5
-    given = requested_labels(model, cfg.get("labels"), cfg.n)
+    given = labels_argument(model, cfg.get("labels"), cfg.n)
 
     start = time.perf_counter()
     name = run_cfg.model.get("name") or type(model).__name__.lower()
@@ -103,3 +94,29 @@ def sample_command(cfg: DictConfig) -> None:
         with atomic_open(out / "labels.pt") as f:
             torch.save(labels.cpu(), f)
     print(f"[gen-bench] {cfg.n} samples ({title}) in {seconds:.1f} s -> {path}")
+    if upscaler is not None:
+        start = time.perf_counter()
+        factory = instantiate(cfg.upscale_sampler) if cfg.get("upscale_sampler") is not None else None
+        big = upscaler.translate(samples, torch.Generator().manual_seed(cfg.seed), factory).cpu()
+        seconds = time.perf_counter() - start
+        path = save_image_grid(big, out / "upscaled.png")
+        save_image_grid(side_by_side([upscaler.task.show(samples), big]), out / "upscaled_pairs.png", nrow=2)
+        with atomic_open(out / "upscaled.pt") as f:
+            torch.save(big, f)
+        print(f"[gen-bench] upscaled x{upscaler.task.factor} by {cfg.upscale} in {seconds:.1f} s -> {path}")
+
+
+def check_upscaler(model: GenerativeModule, shape: tuple[int, ...], where: str) -> None:
+    """Refuse, with the fix, a model that cannot upscale samples of ``shape`` (C, H, W): not a
+    super-resolution model, or one trained for other inputs."""
+    if not isinstance(model.task, SuperResolution):
+        what = f"task={model.task.name}" if model.task is not None else "no paired task"
+        raise ValueError(f"upscale={where} is not a super-resolution model ({type(model).__name__}, {what}): "
+                         "pass a run trained with task=superres")
+    expected = model.task.input_shape(model.spec.shape)
+    if tuple(shape) != tuple(expected):
+        size = "x".join
+        raise ValueError(f"upscale={where} upscales {size(map(str, expected))} images (C x H x W) to "
+                         f"{size(map(str, model.spec.shape))}, the samples are {size(map(str, shape))}: "
+                         f"train the sampled model at data.image_size={expected[-1]} with {expected[0]} "
+                         "channel(s), or a super-resolution model for these samples")

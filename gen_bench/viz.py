@@ -26,6 +26,12 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -
     return path
 
 
+def side_by_side(columns: Sequence[Tensor]) -> Tensor:
+    """K batches of (N, C, H, W) images -> (N * K, C, H, W), row i holding image i of every batch in
+    order: a grid of K columns (``save_image_grid(..., nrow=K)``), e.g. input | output | target."""
+    return torch.stack([c.detach().float().cpu() for c in columns], dim=1).flatten(0, 1)
+
+
 def image_grid(images: Tensor, nrow: int | None = None) -> Tensor:
     """(N, C, H, W) in [0, 1] -> one (3, H', W') grid tensor."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))

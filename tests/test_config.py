@@ -21,19 +21,41 @@ from conftest import REPO, compose_train, run_cli
 DATA = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 CONDITIONAL = {"biggan"}  # class-conditional models: labelled data only
+PAIRED = {m for m in MODELS if m.startswith("i2i_")}  # image-to-image models: a paired task of image data
 
 
 def test_config_groups_are_present():
     assert {"ring8", "grid25", "digits", "stacked_digits", "shapes", "mnist", "cifar10", "celeba",
             "image_folder"} <= set(DATA)
     assert {"dcgan", "wgan_gp", "r3gan", "ddpm", "flow_matching", "biggan"} <= set(MODELS)
+    assert PAIRED == {"i2i_regression", "i2i_perceptual", "i2i_gan", "i2i_diffusion"}
+
+
+def test_a_paired_task_needs_an_image_to_image_model_and_back(tmp_path):
+    cfg = compose_train(["model=ddpm", "data=shapes", "task=inpaint"], tmp_path)
+    with pytest.raises(ValueError, match="generates from noise, but the data has a paired task"):
+        build_model(cfg.model, instantiate(cfg.data).spec)
+    cfg = compose_train(["model=i2i_gan", "data=shapes"], tmp_path)
+    with pytest.raises(Exception, match="reads a paired task's condition: add task=superres or task=inpaint"):
+        build_model(cfg.model, instantiate(cfg.data).spec)
+    over = ["model=i2i_regression", "data=shapes", "task=superres", "data.task.factor=3"]
+    cfg = compose_train(over, tmp_path)
+    with pytest.raises(Exception, match="data.task.factor=3 needs an image size divisible by 3"):
+        instantiate(cfg.data)
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("data", DATA)
 def test_every_model_and_dataset_config_composes_and_builds(tmp_path, model, data):
     over = [f"model={model}", f"data={data}"] + (["data.path=/nonexistent"] if data == "image_folder" else [])
+    paired = model in PAIRED
+    if paired:  # image-to-image models train on a paired task of the data
+        over += ["task=superres"]
     cfg = compose_train(over, tmp_path)
+    if paired and instantiate(cfg.data.source).spec.kind != "image":
+        with pytest.raises(Exception, match="task=superres turns images into pairs; this is"):
+            instantiate(cfg.data)
+        return
     dm = instantiate(cfg.data)  # lazy: nothing is loaded or downloaded here
     assert dm.name == data
     kinds = list(cfg.model.nets)

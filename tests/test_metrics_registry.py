@@ -43,13 +43,13 @@ def test_metrics_and_extractors_share_the_mechanism_and_every_builtin_is_registe
             register(taken)(lambda ctx: None)
     # importing the package registers every built-in one, from the module that defines it
     builtin = {"fid", "kid", "is", "mifid", "prdc", "memorization", "modes", "fwd", "fvd", "physics",
-               "class_accuracy", "intra_fid", "bpd"}
+               "class_accuracy", "intra_fid", "bpd", "psnr", "ssim", "consistency", "sharpness", "diversity"}
     assert builtin <= set(METRICS)
     assert {"identity", "random", "classifier", "inception", "dinov2"} <= set(EXTRACTORS)
     assert {"i3d", "trained3d", "random3d"} <= set(VIDEO_EXTRACTORS)
     with pytest.raises(ValueError,
-                       match=r"unknown metric 'lpips'; valid: bpd, class_accuracy, fid, fvd, fwd, intra_fid, "
-                             r"is, kid, "):
+                       match=r"unknown metric 'lpips'; valid: bpd, class_accuracy, consistency, diversity, "
+                             r"fid, fvd, fwd, intra_fid, is, kid, "):
         build_score("lpips", None)
 
 

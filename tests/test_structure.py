@@ -15,7 +15,7 @@ PACKAGE = REPO / "gen_bench"
 
 # Entry points: the command modules, which only the ``gen-bench`` dispatcher (cli) imports.
 ENTRY_MODULES = ("gen_bench.cli", "gen_bench.train", "gen_bench.eval", "gen_bench.sample",
-                 "gen_bench.interpolate")
+                 "gen_bench.interpolate", "gen_bench.inpaint")
 # Commands that live in a library module (argparse commands), imported by the dispatcher only.
 ENTRY_FUNCTIONS = {"gen_bench.leaderboard": "leaderboard_command", "gen_bench.report": "report_command",
                    "gen_bench.assets": "assets_command"}

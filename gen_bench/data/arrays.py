@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 
 class ArrayDataset(Dataset):
@@ -46,6 +46,14 @@ class ArrayDataset(Dataset):
     def take(self, indices: Tensor) -> ArrayDataset:
         """A new dataset holding the given rows (used for train / held-out splits)."""
         return ArrayDataset(self.x[indices], self.y[indices])
+
+
+def batch_at(dataset: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch (samples, labels) of ``dataset`` at ``indices``, by one indexing op when it lives in
+    memory."""
+    if isinstance(dataset, ArrayDataset):
+        return dataset[indices]
+    return default_collate([dataset[int(i)] for i in indices])
 
 
 def resize_images(x: Tensor, image_size: int, chunk: int = 4096) -> Tensor:

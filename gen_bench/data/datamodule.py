@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gen_bench.data.arrays import ArrayDataset, StepBatchSampler
+from gen_bench.data.arrays import ArrayDataset, StepBatchSampler, batch_at
+from gen_bench.data.paired import PairedTask
 from gen_bench.data.spec import DataSource, DataSpec, Splits
 
 Split = Literal["train", "heldout"]
@@ -45,6 +48,14 @@ class GenerativeDataModule(L.LightningDataModule):
     from a :class:`StepBatchSampler`, so the batch sequence is a function of the seed and a resumed
     run continues it exactly.
 
+    With a paired ``task`` (``task=superres`` / ``inpaint``, :mod:`gen_bench.data.paired`) the splits
+    stay the real images (the targets: reference statistics, the classifier and memorization read
+    them as before), training batches become ``(input, target, label)`` and :meth:`paired_batch`
+    makes pairs of any split. The training pairs are made after the batch reaches its device
+    (:meth:`on_after_batch_transfer`), from a generator seeded with (``shuffle_seed``, batch number,
+    rank), never the global RNG: random masks are a function of the batch, so a resumed run draws
+    the ones an uninterrupted run would have drawn.
+
     Args:
         source: The dataset builder (see ``gen_bench.data.spec.DataSource``).
         name: Dataset name, as in ``data=NAME``.
@@ -60,6 +71,7 @@ class GenerativeDataModule(L.LightningDataModule):
         kind: The data kind the config declares (``image``, ``toy2d``, ``video``; model configs pick
             per-kind settings from it); checked against the source's. ``None``: not checked.
         subset: Train on this many samples of the training split (``None``: all of it).
+        task: A paired image-to-image task (``None``: the samples themselves, for generation).
     """
 
     def __init__(
@@ -75,8 +87,11 @@ class GenerativeDataModule(L.LightningDataModule):
         image_size: int | None = None,
         kind: str | None = None,
         subset: int | None = None,
+        task: PairedTask | None = None,
     ) -> None:
         super().__init__()
+        if task is not None:
+            task.check(source.spec)
         if kind is not None and kind != source.spec.kind:
             raise ValueError(
                 f"data config {name!r} says kind: {kind} but its source gives {source.spec.kind} data; "
@@ -98,15 +113,19 @@ class GenerativeDataModule(L.LightningDataModule):
         self.path = path
         self.image_size = image_size
         self.subset = subset
+        self.task = task
         self.start_batch = 0  # set when a run resumes
+        self._pair_batch: int | None = None  # number of the next training batch made into pairs
         self._train: Dataset | None = None
         self._heldout: Dataset | None = None
         self._fingerprint: str | None = None
 
     @property
     def spec(self) -> DataSpec:
-        """Shape and label information, available before any data is loaded."""
-        return self.source.spec
+        """Shape and label information, available before any data is loaded (with the paired task,
+        ``spec.task``, when there is one)."""
+        spec = self.source.spec
+        return spec if self.task is None else dataclasses.replace(spec, task=self.task)
 
     def prepare_data(self) -> None:
         self.source.prepare()
@@ -185,7 +204,45 @@ class GenerativeDataModule(L.LightningDataModule):
             rank, world = self.trainer.global_rank, self.trainer.world_size
         sampler = StepBatchSampler(len(self._train), self.batch_size, seed=self.shuffle_seed,
                                    start_batch=lambda: self.start_batch, rank=rank, world_size=world)
+        self._pair_batch = None  # the first batch of this loader is batch start_batch
         return self._loader(self._train, sampler, self.num_workers)
+
+    def pair_seed(self, batch: int, rank: int = 0) -> int:
+        """Seed of the pairs of training batch ``batch`` on process ``rank``: a 32-bit hash of
+        (``shuffle_seed``, batch, rank)."""
+        return int(np.random.SeedSequence([self.shuffle_seed, batch, rank]).generate_state(1)[0])
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With a paired task, a training batch ``(x, y)`` becomes ``(task.degrade(x), x, y)``.
+
+        Lightning calls this once per training batch, in order, on the main process (after any
+        prefetching), so a counter started at ``start_batch`` numbers the batches as the batch
+        sampler does.
+        """
+        if self.task is None or self.trainer is None or not self.trainer.training:
+            return batch
+        if self._pair_batch is None:
+            self._pair_batch = self.start_batch
+        g = torch.Generator().manual_seed(self.pair_seed(self._pair_batch, self.trainer.global_rank))
+        self._pair_batch += 1
+        x, y = batch
+        return self.task.degrade(x, g), x, y
+
+    def paired_batch(self, indices: Tensor, generator: torch.Generator | None = None,
+                     split: Split = "heldout") -> tuple[Tensor, Tensor, Tensor]:
+        """``(input, target, label)`` of the samples of ``split`` at ``indices`` (the task's randomness
+        from ``generator``).
+
+        Raises:
+            ValueError: The datamodule has no paired task.
+        """
+        if self.task is None:
+            raise ValueError(f"dataset {self.name!r} has no paired task: add task=superres or task=inpaint")
+        dataset = self.train_set if split == "train" else self.heldout_set
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} split of {self.name!r} is empty: set data.heldout_fraction > 0")
+        x, y = batch_at(dataset, indices)
+        return self.task.degrade(x, generator), x, y
 
     def reference_loader(self, split: Split = "train", batch_size: int = 256) -> DataLoader:
         """A deterministic, unshuffled loader over a whole split (for evaluation)."""

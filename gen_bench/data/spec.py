@@ -7,9 +7,12 @@ networks can be sized from the config alone, and a ``load()`` that returns the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from gen_bench.data.paired import PairedTask
 
 DataKind = Literal["toy2d", "image", "video"]
 
@@ -28,6 +31,10 @@ class DataSpec:
             (8 for ring8, 1000 for stacked digits).
         mode_centers: For toy 2-D mixtures, the component means as ((x, y), ...).
         mode_std: For toy 2-D mixtures, the component standard deviation.
+        task: The paired image-to-image task a run makes of the data (``task=superres`` or
+            ``inpaint``; :mod:`gen_bench.data.paired`), ``None`` for generation from noise. ``shape``
+            stays the target's; out of ``repr``, so caches of the real images (reference statistics,
+            the dataset classifier) are shared with runs without a task.
     """
 
     kind: DataKind
@@ -37,6 +44,7 @@ class DataSpec:
     num_modes: int | None = None
     mode_centers: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
     mode_std: float | None = None
+    task: PairedTask | None = field(default=None, repr=False)
 
     @property
     def channels(self) -> int:

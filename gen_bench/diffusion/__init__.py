@@ -28,3 +28,8 @@ from gen_bench.diffusion.samplers import MultistepSampler, sampler_class  # noqa
 
 __all__ += ["DPMSolverPP", "EulerSampler", "FlowSampler", "HeunSampler", "MultistepSampler", "RectifiedFlow",
             "flow_sample_loop", "sampler_class"]
+
+# RePaint: inpainting with any DDPM, no training
+from gen_bench.diffusion.repaint import renoise, repaint_levels, repaint_loop, repaint_passes  # noqa: E402
+
+__all__ += ["renoise", "repaint_levels", "repaint_loop", "repaint_passes"]

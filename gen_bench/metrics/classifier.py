@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gen_bench.data.arrays import batch_at
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, register_extractor
-from gen_bench.metrics.reference import batch_at
 from gen_bench.metrics.settings import ClassifierOptions
 
 log = logging.getLogger(__name__)

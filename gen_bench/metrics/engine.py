@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -62,8 +62,21 @@ SPACE_SEP = "@"  # scores of a further feature space: fid@random
 BOOTSTRAP_METHOD = ("generated rows resampled with replacement, reference fixed; bias-corrected percentile "
                     "interval: value + quantiles - mean of the replicates")
 
-#: ``draw(draw_index, first_row, n, generator) -> samples``: rows [first_row, first_row + n) of a draw.
-DrawBatch = Callable[[int, int, int, torch.Generator], Tensor]
+class PairedDraw(NamedTuple):
+    """A batch of an image-to-image model: its outputs (the samples), the inputs they were translated
+    from and the targets those inputs were made from."""
+
+    outputs: Tensor
+    inputs: Tensor
+    targets: Tensor
+
+
+#: ``draw(draw_index, first_row, n, generator) -> samples``: rows [first_row, first_row + n) of a draw
+#: (an image-to-image model's: a :class:`PairedDraw`).
+DrawBatch = Callable[[int, int, int, torch.Generator], "Tensor | PairedDraw"]
+#: How an image-to-image model's inputs are drawn (recorded with its scores).
+PAIRED_INPUTS = ("held-out split: model.draw_inputs(n, generator), samples uniform with replacement from "
+                 "each batch's generator, then model.translate(inputs, generator)")
 _EXTRACTOR_ID_KEYS = ("name", "version", "weights_sha256", "feature_dim", "preprocessing")
 RANDOM_FALLBACK_WARNING = (
     "eval.extractor=auto: %s is unlabeled and the Inception weights are not on this machine, so FID, KID "
@@ -153,7 +166,9 @@ def _first_samples(batch: EvalBatch, limit: int) -> EvalBatch:
     features = {name: {k: v[keep] for k, v in f.items()} for name, f in batch.features.items()}
     clips = batch.clips[keep.view(-1, steps)[:, 0]] if batch.clips is not None else None
     labels = batch.labels[keep] if batch.labels is not None else None
-    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips, labels)
+    inputs = batch.inputs[keep] if batch.inputs is not None else None
+    targets = batch.targets[keep] if batch.targets is not None else None
+    return EvalBatch(batch.samples[keep], features, batch.index[keep], clips, labels, inputs, targets)
 
 
 @dataclass
@@ -244,6 +259,7 @@ class Evaluator:
         self._warned = False
         # the samples come from a class-conditional model: class i mod K for sample i (class scores apply)
         self.conditional = False
+        self.task = None  # the paired task of an image-to-image model being scored (in every protocol)
 
     def extractor_name(self) -> str:
         """The main extractor: ``eval.extractor`` with ``auto`` resolved (:func:`auto_extractor`).
@@ -278,7 +294,8 @@ class Evaluator:
             self.scores, self.skipped, self.spaces = [], {}, {}
             for space in ["", *(e for e in dict.fromkeys(s.extractors) if e != name)]:
                 ctx = SuiteContext(s, self.spec, self.datamodule, self.main, None, device, rank == 0,
-                                   self.extractors, model=self.model, conditional=self.conditional)
+                                   self.extractors, model=self.model, conditional=self.conditional,
+                                   sampler=self.sampler_factory)
                 ctx.main = ctx.extractor(space) if space else self.main  # built once, run on every batch
                 ctx.reference = reference_features(self.datamodule, ctx.main, ref.split, ref.num_samples,
                                                    ref.subset_seed, s.cache_path, s.batch_size)
@@ -307,7 +324,7 @@ class Evaluator:
         extractor, reference = self.spaces[space]
         ref = reference.fields
         ext = extractor.describe()
-        return {
+        common = {
             "protocol_version": PROTOCOL_VERSION,
             "data": self.datamodule.name,
             "data_fingerprint": ref["fingerprint"],
@@ -317,6 +334,9 @@ class Evaluator:
             "reference_num_samples": ref["num_samples"],
             "reference_subset_seed": ref["subset_seed"],
         }
+        if self.task is not None:  # outputs of a paired task rank only against outputs of the same task
+            common["task"] = self.task.describe()
+        return common
 
     def draw_record(self, model) -> dict[str, Any]:
         label = model.sampler_label(self.sampler_factory)
@@ -329,6 +349,8 @@ class Evaluator:
             record["knobs"] = model.knob_values()
         if model.is_conditional:
             record["labels"] = LABELS_PROTOCOL
+        if model.image_to_image:
+            record["inputs"] = PAIRED_INPUTS
         return record
 
     def base_record(self) -> dict[str, Any]:
@@ -362,10 +384,12 @@ class Evaluator:
         """The classes samples ``index`` of a draw are asked for (conditional models), else ``None``."""
         return requested_labels(index, self.spec.num_classes) if self.conditional else None
 
-    def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None) -> None:
+    def _update(self, samples: Tensor, index: Tensor, clips: Tensor | None = None,
+                paired: PairedDraw | None = None) -> None:
         feats = {name: ext(samples) for name, ext in self.extractors.items()}
         steps = clips.shape[2] if clips is not None else 1
-        batch = EvalBatch(samples, feats, index, clips, self._labels(index // steps))
+        inputs, targets = (paired.inputs, paired.targets) if paired is not None else (None, None)
+        batch = EvalBatch(samples, feats, index, clips, self._labels(index // steps), inputs, targets)
         for score in self.scores:
             score.update(_first_samples(batch, score.samples_needed or self.settings.num_samples))
 
@@ -380,11 +404,16 @@ class Evaluator:
             interrupt.check()  # SIGTERM / Ctrl-C: stop between batches (and between sampling steps)
             n = min(s.batch_size, num_drawn - b * s.batch_size)
             g = torch.Generator().manual_seed(self.batch_seed(s.seed + draw_index, b))
-            x = draw(draw_index, b * s.batch_size, n, g).detach().float().to(self.device)
+            x = draw(draw_index, b * s.batch_size, n, g)
+            paired = None
+            if isinstance(x, PairedDraw):
+                paired = PairedDraw(*(t.detach().float().to(self.device) for t in x))
+                x = paired.outputs
+            x = x.detach().float().to(self.device)
             steps = x.shape[2] if x.ndim == 5 else 1  # video: one row per frame
             first = torch.arange(b * s.batch_size, b * s.batch_size + n, device=self.device)
             index = (first[:, None] * steps + torch.arange(steps, device=self.device)).flatten()
-            self._update(frames(x), index, x if x.ndim == 5 else None)
+            self._update(frames(x), index, x if x.ndim == 5 else None, paired)
         if lo == hi:  # every process updates at least once, so the states have a shape to sync
             self._update(self._empty_samples(), torch.zeros(0, dtype=torch.long, device=self.device))
 
@@ -405,15 +434,21 @@ class Evaluator:
         label = model.sampler_label(self.sampler_factory)
         if model.is_conditional != self.conditional:  # the class scores apply, or no longer: set up again
             self.conditional, self.device = model.is_conditional, None
+        self.task = model.task
 
-        def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor:
+        def draw(draw_index: int, first: int, n: int, g: torch.Generator) -> Tensor | PairedDraw:
             labels = self._labels(torch.arange(first, first + n))
             args = {**kw, "labels": labels} if labels is not None else kw
+            if model.image_to_image:  # what sample(n, g) draws, with the inputs and targets kept
+                x_in, target = model.draw_inputs(n, g)
+                run = lambda: PairedDraw(model.translate(x_in, g, **kw), x_in, target)  # noqa: E731
+            else:
+                run = lambda: model.sample(n, generator=g, **args)  # noqa: E731
             if label not in self._sampling_flops:  # once per sampler: every network pass of a sample
-                flops, x = count_flops(lambda: model.sample(n, generator=g, **args))
+                flops, x = count_flops(run)
                 self._sampling_flops[label] = flops / n
                 return x
-            return model.sample(n, generator=g, **args)
+            return run()
 
         return self.evaluate_draws(draw, model.device, lambda: self.draw_record(model), step, tag)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from gen_bench.data.arrays import ArrayDataset
 from gen_bench.metrics.cache import cached
@@ -60,14 +60,6 @@ def iter_split(datamodule, split: str, indices: Tensor | None, batch_size: int) 
                         num_workers=getattr(datamodule, "num_workers", 0))
     for x, _ in loader:
         yield x
-
-
-def batch_at(dataset: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
-    """The batch (samples, labels) of ``dataset`` at ``indices``, by one indexing op when it lives in
-    memory."""
-    if isinstance(dataset, ArrayDataset):
-        return dataset[indices]
-    return default_collate([dataset[int(i)] for i in indices])
 
 
 @dataclass

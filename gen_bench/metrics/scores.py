@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gen_bench.data.arrays import batch_at
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.fid import (
     FID,
@@ -30,7 +31,6 @@ from gen_bench.metrics.memorization import Memorization, memorization_reference
 from gen_bench.metrics.modes import ModeCoverage
 from gen_bench.metrics.prdc import PRDC, PRDCReplicates, real_knn_radii
 from gen_bench.metrics.reference import (
-    batch_at,
     frames,
     iter_split,
     reference_features,

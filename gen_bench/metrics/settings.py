@@ -178,6 +178,25 @@ class BPDSettings:
 
 
 @dataclass
+class PairedSettings:
+    """Scores of image-to-image models (:mod:`gen_bench.metrics.paired`).
+
+    Attributes:
+        sharpness_cutoff: Spatial frequency (cycles per pixel) above which ``sharpness`` compares
+            spectral energy; ``None``: the task's (super-resolution: the input's Nyquist frequency,
+            0.5 / factor; inpainting: 0.25).
+        diversity_inputs: Held-out inputs ``diversity`` translates several times.
+        diversity_samples: Outputs per input (>= 2).
+        seed: Seed of those inputs and outputs.
+    """
+
+    sharpness_cutoff: float | None = None
+    diversity_inputs: int = 8
+    diversity_samples: int = 4
+    seed: int = 0
+
+
+@dataclass
 class MemorizationSettings:
     """Attributes:
     space: ``pixels`` (the samples themselves) or ``features`` (the extractor's).
@@ -395,6 +414,7 @@ class EvalSettings:
     fid_inf: FIDInfSettings = field(default_factory=FIDInfSettings)
     fwd: FWDSettings = field(default_factory=FWDSettings)
     bpd: BPDSettings = field(default_factory=BPDSettings)
+    paired: PairedSettings = field(default_factory=PairedSettings)
     memorization: MemorizationSettings = field(default_factory=MemorizationSettings)
     modes: ModeSettings = field(default_factory=ModeSettings)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
@@ -441,6 +461,14 @@ class EvalSettings:
         if self.bpd.num_samples is not None and self.bpd.num_samples < 1:
             raise ValueError(f"eval.bpd.num_samples must be >= 1 or null (the whole split), "
                              f"got {self.bpd.num_samples}")
+        p = self.paired
+        if p.diversity_inputs < 1 or p.diversity_samples < 2:
+            raise ValueError(f"eval.paired.diversity_inputs must be >= 1 and eval.paired.diversity_samples "
+                             f">= 2 (a standard deviation needs two outputs), got {p.diversity_inputs} and "
+                             f"{p.diversity_samples}")
+        if p.sharpness_cutoff is not None and not 0 <= p.sharpness_cutoff < 0.5 * math.sqrt(2):
+            raise ValueError(f"eval.paired.sharpness_cutoff is a spatial frequency in cycles per pixel, in "
+                             f"[0, 0.707) (Nyquist: 0.5), or null (the task's); got {p.sharpness_cutoff}")
         if self.fwd.level is not None and self.fwd.level < 1:
             raise ValueError(f"eval.fwd.level must be >= 1 or null (auto), got {self.fwd.level}")
         if self.memorization.space not in ("pixels", "features"):

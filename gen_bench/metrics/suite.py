@@ -40,6 +40,9 @@ class EvalBatch:
         index: (B,) global indices of the samples in the draw.
         clips: Video only: the (N, C, T, H, W) clips whose frames are ``samples`` (video metrics).
         labels: (B,) the classes the samples were asked for (class-conditional models), else ``None``.
+        inputs: Image-to-image models: the (B, ...) inputs the samples were translated from, in the
+            task's input format (:mod:`gen_bench.data.paired`), else ``None``.
+        targets: Image-to-image models: the (B, C, H, W) real images those inputs were made from.
     """
 
     samples: Tensor
@@ -47,6 +50,8 @@ class EvalBatch:
     index: Tensor
     clips: Tensor | None = None
     labels: Tensor | None = None
+    inputs: Tensor | None = None
+    targets: Tensor | None = None
 
 
 @dataclass
@@ -56,7 +61,8 @@ class SuiteContext:
 
     ``extractor(name)`` returns another extractor (built once and then run on every batch too).
     ``conditional``: the samples come from a class-conditional model, with the labels they were asked
-    for (:attr:`EvalBatch.labels`).
+    for (:attr:`EvalBatch.labels`). ``sampler``: the sampler factory the evaluation draws with
+    (``None``: the model's own), for scores that draw more samples themselves (``diversity``).
     """
 
     settings: EvalSettings
@@ -69,6 +75,7 @@ class SuiteContext:
     extractors: dict[str, FeatureExtractor] = field(default_factory=dict)
     conditional: bool = False
     model: Any = None
+    sampler: Any = None
 
     def extractor(self, name: str) -> FeatureExtractor:
         if name not in self.extractors:

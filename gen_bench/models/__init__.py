@@ -36,4 +36,8 @@ def build_model(model_cfg: DictConfig, spec: DataSpec) -> GenerativeModule:
     model = instantiate(rest, _partial_=True)(spec=spec, **nets)
     if not isinstance(model, GenerativeModule):
         raise TypeError(f"model {name!r} built a {type(model).__name__}, not a GenerativeModule")
+    if spec.task is not None and not model.image_to_image:
+        raise ValueError(f"model {name!r} generates from noise, but the data has a paired task "
+                         f"(task={spec.task.name}): use an image-to-image model (model=i2i_regression | "
+                         "i2i_perceptual | i2i_gan | i2i_diffusion), or drop task=")
     return model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from gen_bench.data.spec import DataSpec
 
 if TYPE_CHECKING:
+    from gen_bench.data.paired import PairedTask
     from gen_bench.ema import EMAWeights
 
 
@@ -24,9 +25,11 @@ class GenerativeModule(L.LightningModule):
     leaderboard use only what this class declares: :meth:`sample` (and, for latent models,
     :meth:`sample_latent`, :meth:`decode` and :meth:`interpolate`), :meth:`sampler_label`,
     :attr:`spec`, :attr:`is_conditional` (with :meth:`check_labels` and :meth:`draw_labels`),
-    :attr:`knobs`, :attr:`ema_weights`, :attr:`progress` and, for likelihood models,
-    :meth:`likelihood_protocol` and :meth:`bits_per_dim`. Each has a default that is right for a
-    model without the feature, so callers never probe a model for it.
+    :attr:`knobs`, :attr:`ema_weights`, :attr:`progress`, for likelihood models
+    :meth:`likelihood_protocol` and :meth:`bits_per_dim`, and for image-to-image models
+    (:attr:`image_to_image`) :attr:`task`, :meth:`use_data`, :meth:`draw_inputs` and
+    :meth:`translate`. Each has a default that is right for a model without the feature, so callers
+    never probe a model for it.
 
     Inside the model, images live in [-1, 1]; at its boundary they are float32 in [0, 1]
     (toy data: (N, 2) in data units).
@@ -42,6 +45,8 @@ class GenerativeModule(L.LightningModule):
             always for a model without weight EMA); setting it to ``None`` samples with the live ones.
         progress: Show a progress bar while sampling (models that sample in many network passes;
             ignored by models that sample in one).
+        image_to_image: The model maps the inputs of a paired task (:attr:`task`: super-resolution,
+            inpainting) to outputs; its :meth:`sample` translates inputs drawn from the held-out split.
 
     Args:
         spec: The dataset's spec.
@@ -51,6 +56,7 @@ class GenerativeModule(L.LightningModule):
     knobs: tuple[str, ...] = ()
     ema_weights: EMAWeights | None = None
     progress: bool = False
+    image_to_image: bool = False
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__()
@@ -234,6 +240,39 @@ class GenerativeModule(L.LightningModule):
             labels = labels.reshape(-1).expand(steps) if labels.numel() == 1 else labels
         return self.decode(path, labels, sampler)
 
+    # --- image-to-image models ------------------------------------------------------------------
+    @property
+    def task(self) -> PairedTask | None:
+        """The paired task an image-to-image model solves (``spec.task``); ``None`` for the others."""
+        return self.spec.task if self.image_to_image else None
+
+    def use_data(self, datamodule: Any) -> None:
+        """Give the model the datamodule it was trained on: an image-to-image model draws the inputs of
+        :meth:`sample` from its held-out split (training does this in ``setup``, ``load_model`` when it
+        rebuilds a model). A no-op for the other models."""
+
+    def draw_inputs(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` (input, target) pairs of the held-out split, the samples chosen uniformly (with
+        replacement) and any randomness of the task drawn from ``generator``: what :meth:`sample`
+        translates. Inputs as :meth:`translate` takes them, targets (n, C, H, W) in [0, 1].
+
+        Raises:
+            NotImplementedError: For models that are not image-to-image.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not an image-to-image model")
+
+    def translate(self, x_in: Tensor, generator: torch.Generator | None = None,
+                  sampler: Any = None) -> Tensor:
+        """Outputs (N, C, H, W) in [0, 1] for inputs ``x_in`` of the model's task in [0, 1]
+        (super-resolution: the low-resolution images, (N, C, H / factor, W / factor); inpainting: the
+        masked images with the mask as last channel, (N, C + 1, H, W)). ``sampler`` as in
+        :meth:`sample`.
+
+        Raises:
+            NotImplementedError: For models that are not image-to-image.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not an image-to-image model")
+
     def likelihood_protocol(self) -> dict[str, Any] | None:
         """What :meth:`bits_per_dim` measures, recorded with the ``bpd`` score: ``kind`` (``exact``, or
         ``bound`` for a variational bound), ``levels`` (the quantisation per channel the bits refer to)
@@ -325,6 +364,24 @@ def knob_grid(model: GenerativeModule,
         return []
     grid = itertools.product(*(requested[k] for k in names))
     return [dict(zip(names, values, strict=True)) for values in grid]
+
+
+def labels_argument(model: GenerativeModule, labels: Any, n: int) -> Tensor | None:
+    """The ``labels=`` of a command (``gen-bench sample``, ``inpaint``) as (n,) class indices: one class
+    for every sample (an int), one per sample (a list of n, e.g. an OmegaConf ``ListConfig``); ``None``
+    when not given. A conditional model checks them when it samples."""
+    if labels is None:
+        return None
+    if not model.is_conditional:
+        raise ValueError(f"labels={labels} given, but {type(model).__name__} is not class-conditional; "
+                         "sample it without labels")
+    values = list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str) else [labels]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"labels must be a class index (labels=3) or a list of them, got {labels!r}")
+    if len(values) not in (1, n):
+        raise ValueError(f"labels lists {len(values)} classes for n={n} samples: give one class, or n of "
+                         "them")
+    return torch.tensor(values * (n if len(values) == 1 else 1), dtype=torch.long)
 
 
 def knob_tag(values: dict[str, float | None]) -> str:

@@ -26,13 +26,25 @@ from gen_bench.diffusion import (
     GaussianDiffusion,
     Sampler,
     SamplerFactory,
+    repaint_loop,
     sample_loop,
     sampler_class,
 )
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
-__all__ = ["DDPM", "default_toy_scale", "random_hflip"]
+__all__ = ["DDPM", "bind_diffusion_sampler", "default_toy_scale", "random_hflip"]
+
+
+def bind_diffusion_sampler(factory: SamplerFactory, diffusion: GaussianDiffusion,
+                           clip_x0: float | None) -> Sampler:
+    """``factory`` (a sampler config, Hydra ``_partial_``) bound to ``diffusion``; a flow-matching
+    sampler is refused with the samplers that apply."""
+    cls = sampler_class(factory)
+    if cls is not None and issubclass(cls, FlowSampler):
+        raise ValueError(f"a diffusion model samples with a diffusion sampler (sampler=ddpm | ddim | dpmpp), "
+                         f"not the flow sampler {cls.__name__} (that is for model=flow_matching)")
+    return factory(diffusion, clip_x0=clip_x0)
 
 
 class DDPM(IterativeModule):
@@ -94,17 +106,52 @@ class DDPM(IterativeModule):
     # --- sampling -----------------------------------------------------------------------------
     def bind_sampler(self, sampler: SamplerFactory | None = None) -> Sampler:
         """A sampler for this model's process, clipping predicted images to [-1, 1]."""
-        factory = sampler or self.sampler
-        cls = sampler_class(factory)
-        if cls is not None and issubclass(cls, FlowSampler):
-            raise ValueError(f"DDPM samples with a diffusion sampler (sampler=ddpm | ddim | dpmpp), not the "
-                             f"flow sampler {cls.__name__} (that is for model=flow_matching)")
-        return factory(self.diffusion, clip_x0=None if self.spec.kind == "toy2d" else 1.0)
+        return bind_diffusion_sampler(sampler or self.sampler, self.diffusion,
+                                      clip_x0=None if self.spec.kind == "toy2d" else 1.0)
 
     def integrate(self, sampler: Sampler, noise: Tensor, generator: torch.Generator | None,
                   labels: Tensor | None = None) -> Tensor:
         """x_T = ``noise`` -> x_0 through ``sampler``'s steps, one (guided) denoiser call each."""
         return sample_loop(self.prediction(labels), sampler, noise, generator, progress=self.progress)
+
+    def repaint(self, image: Tensor, known: Tensor, generator: torch.Generator | None = None,
+                labels: Tensor | None = None, steps: int | None = None, jump_length: int = 10,
+                resamplings: int = 10, variance: str = "posterior") -> Tensor:
+        """Inpaint ``image`` where ``known`` is 0 with RePaint (Lugmayr et al. 2022; no training,
+        :func:`~gen_bench.diffusion.repaint_loop`), using the EMA weights if any.
+
+        Args:
+            image: (N, C, H, W) images in [0, 1] (the unknown pixels are never read).
+            known: (N, 1, H, W) masks, 1 where a pixel is known.
+            generator: Source of every noise (the starting noise first).
+            labels: (N,) classes the fill is asked for (class-conditional models, guided with
+                :attr:`guidance`); ``None``: unconditional (a conditional model draws them).
+            steps: Respaced timesteps of the walk (``None``: all T).
+            jump_length: Levels climbed by each resampling jump.
+            resamplings: Times each jump level is walked down (1: no resampling).
+            variance: Of the ancestral steps: ``posterior`` or ``beta`` (:class:`DDPMSampler`).
+
+        Returns:
+            (N, C, H, W) in [0, 1], equal to ``image`` on the known pixels.
+        """
+        if self.spec.kind != "image":
+            raise ValueError(f"RePaint fills images; this DDPM models {self.spec.kind} data")
+        n = image.shape[0]
+        labels = self.labels_for(n, labels, generator)
+        sampler = DDPMSampler(self.diffusion, variance=variance, clip_x0=1.0, steps=steps)
+        out = []
+        with self.sampling_mode():
+            for lo in range(0, n, self.sample_batch_size):
+                hi = min(n, lo + self.sample_batch_size)
+                noise = self.sample_latent(hi - lo, generator)
+                x_known = self.to_model_space(image[lo:hi].to(self.device))
+                keep = known[lo:hi].to(self.device)
+                y = labels[lo:hi] if labels is not None else None
+                x = repaint_loop(self.prediction(y), sampler, x_known, keep, noise, generator, jump_length,
+                                 resamplings, progress=self.progress)
+                filled = self.to_data_space(x)
+                out.append(torch.where(keep.bool().expand_as(filled), image[lo:hi].to(self.device), filled))
+        return torch.cat(out)
 
     def deterministic_sampler(self, sampler: SamplerFactory | None = None) -> SamplerFactory:
         factory = sampler or self.sampler

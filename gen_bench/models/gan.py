@@ -105,7 +105,32 @@ def uses_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-class GANBase(EMASampling, GenerativeModule):
+class ManualSteps:
+    """Mixin of a LightningModule with manual optimization: :meth:`update` takes one optimizer step,
+    clipping the gradient norm where the precision plugin has unscaled the gradients."""
+
+    _clip_next: float | None = None  # the clip of the optimizer step in progress (update)
+
+    def update(self, optimizer, loss: Tensor, clip: float | None = None) -> None:
+        """One manual optimization step: zero the gradients, backward ``loss``, step ``optimizer``
+        (its networks toggled by the caller), clipping the gradient norm to ``clip`` when set."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._clip_next = clip  # applied in on_before_optimizer_step, on unscaled gradients
+        try:
+            optimizer.step()
+        finally:
+            self._clip_next = None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside optimizer.step(), after the fp16 precision plugin has unscaled
+        # the gradients and before the update: a clip applied before step() would bound the
+        # loss-scaled gradients (x65536 at the start), not the true ones.
+        if self._clip_next is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self._clip_next, gradient_clip_algorithm="norm")
+
+
+class GANBase(ManualSteps, EMASampling, GenerativeModule):
     """What every GAN shares: a generator with ``latent_dim``, sampling and interpolation, packing.
 
     Samples come from the generator's EMA weights when the run has ``model.ema`` set (off by
@@ -130,7 +155,6 @@ class GANBase(EMASampling, GenerativeModule):
 
     def __init__(self, spec: DataSpec, generator: nn.Module, pack: int = 1) -> None:
         super().__init__(spec)
-        self._clip_next: float | None = None  # the clip of the optimizer step in progress (update)
         self.generator = generator
         self.automatic_optimization = False
         self.pack = check_pack(pack)
@@ -149,24 +173,6 @@ class GANBase(EMASampling, GenerativeModule):
             raise ValueError(f"the {role} takes packs of {built} samples but model.pack={self.pack}; build "
                              f"it with pack={self.pack} (the model configs pass model.pack to it)")
         return network
-
-    def update(self, optimizer, loss: Tensor, clip: float | None = None) -> None:
-        """One manual optimization step: zero the gradients, backward ``loss``, step ``optimizer``
-        (its networks toggled by the caller), clipping the gradient norm to ``clip`` when set."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._clip_next = clip  # applied in on_before_optimizer_step, on unscaled gradients
-        try:
-            optimizer.step()
-        finally:
-            self._clip_next = None
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # Lightning calls this inside optimizer.step(), after the fp16 precision plugin has unscaled
-        # the gradients and before the update: a clip applied before step() would bound the
-        # loss-scaled gradients (x65536 at the start), not the true ones.
-        if self._clip_next is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self._clip_next, gradient_clip_algorithm="norm")
 
     @property
     def latent_dim(self) -> int:

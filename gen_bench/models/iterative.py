@@ -107,7 +107,30 @@ def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
 
 
-class IterativeModule(EMASampling, GenerativeModule):
+class WarmupOptimization:
+    """Mixin of a model trained with automatic optimization of its sampling network alone: one optimizer
+    (``self.optimizer``, a factory) with a linear learning-rate warm-up over ``self.warmup_steps``, and
+    gradient-norm clipping at ``self.grad_clip`` (``None``: none; a ``trainer.gradient_clip_val`` wins).
+    Put it before the model's other bases."""
+
+    optimizer: OptimizerFactory
+    warmup_steps: int
+    grad_clip: float | None
+
+    def configure_optimizers(self):
+        opt = self.optimizer(self.sampling_network().parameters())
+        if self.warmup_steps <= 0:
+            return opt
+        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        clip = gradient_clip_val if gradient_clip_val is not None else self.grad_clip  # the trainer's wins
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+
+class IterativeModule(WarmupOptimization, EMASampling, GenerativeModule):
     """Base of models that sample with a many-step sampler chosen at sampling time.
 
     2-D toy data are divided by ``toy_scale`` on the way in (and multiplied on the way out), so the
@@ -196,18 +219,6 @@ class IterativeModule(EMASampling, GenerativeModule):
         if self.null_index is None:
             return None
         return drop_labels(batch[1].to(self.device), self.p_uncond, self.null_index)
-
-    def configure_optimizers(self):
-        opt = self.optimizer(self.sampling_network().parameters())
-        if self.warmup_steps <= 0:
-            return opt
-        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        clip = gradient_clip_val if gradient_clip_val is not None else self.grad_clip  # the trainer's wins
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     # --- sampling -----------------------------------------------------------------------------
     def bind_sampler(self, sampler: Any = None) -> Any:

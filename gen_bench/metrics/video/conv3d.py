@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gen_bench.data.arrays import batch_at
 from gen_bench.data.spec import DataSpec
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.classifier import train_seeded
 from gen_bench.metrics.extractors import ExtractorRequest, FeatureExtractor, seeded_he_normal_
-from gen_bench.metrics.reference import batch_at
 from gen_bench.metrics.settings import Trained3DOptions
 from gen_bench.metrics.video.extractors import clip_batch, register_video_extractor
 

@@ -101,6 +101,11 @@ class UNet(nn.Module):
     index K, for the unconditional prediction; ``y`` is (B,) class indices or (B, K[+1]) weights, and
     ``None`` means no class.
 
+    Conditioned on an image (``condition``, image-to-image models): the input holds the image's C
+    channels followed by the paired task's condition (``spec.task``: the upsampled low-resolution
+    image for super-resolution, C channels; the masked image and its mask for inpainting, C + 1),
+    concatenated by the caller; only the first convolution sees more channels. The output keeps C.
+
     Args:
         spec: The image dataset's spec (channels and size).
         ch: Channels of the first level; level i has ``ch * ch_mult[i]``.
@@ -110,12 +115,16 @@ class UNet(nn.Module):
         dropout: Dropout rate inside the residual blocks.
         norm_groups: GroupNorm groups (32 in the paper; fewer when a layer has fewer channels).
         conditional: Condition on the dataset's class labels (``spec.num_classes``).
+        condition: Read the paired task's condition beside the image (see above).
     """
 
     def __init__(self, spec: DataSpec, ch: int = 16, ch_mult: Sequence[int] = (1, 2, 4),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), dropout: float = 0.1,
-                 norm_groups: int = 32, conditional: bool = False) -> None:
+                 norm_groups: int = 32, conditional: bool = False, condition: bool = False) -> None:
         super().__init__()
+        if condition and spec.task is None:
+            raise ValueError("a UNet with condition=true reads a paired task's condition: add "
+                             "task=superres or task=inpaint")
         size, levels = spec.image_size, len(ch_mult)
         if size % 2 ** (levels - 1):
             raise ValueError(f"a UNet with {levels} levels needs an image size divisible by "
@@ -125,7 +134,9 @@ class UNet(nn.Module):
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.class_embedding = (ClassEmbedding(conditional_classes(spec, "UNet"), temb_dim, null=True)
                                 if conditional else None)
-        self.conv_in = nn.Conv2d(spec.channels, ch, 3, padding=1)
+        extra = spec.task.condition_channels(spec.channels) if condition else 0
+        self.in_channels = spec.channels + extra
+        self.conv_in = nn.Conv2d(self.in_channels, ch, 3, padding=1)
 
         # Every entry of ``down`` pushes its output on the skip stack; every Block of ``up`` pops one.
         self.down = nn.ModuleList()
