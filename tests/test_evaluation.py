@@ -83,6 +83,26 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
         assert im.size[0] > im.size[1] > 0
 
 
+def test_blurry_samples_hit_every_mode_but_are_rarely_confidently_classified(evaluator, digits):
+    """Averages of two training digits of different classes still get a predicted digit each, so all
+    10 modes are "hit"; the confident share (top probability >= eval.modes.confidence) tells them from
+    real digits, whose share matches the real reference measured on held-out digits."""
+    train, y = digits.tensors("train")
+    heldout, _ = digits.tensors("heldout")
+    g = torch.Generator().manual_seed(0)
+    i, j = torch.randint(len(train), (2, 2000), generator=g)
+    keep = y[i] != y[j]
+    blurry = evaluator.evaluate(BankModel(digits.spec, (train[i[keep]] + train[j[keep]]) / 2), tag="blur")
+    fresh = evaluator.evaluate(BankModel(digits.spec, heldout), tag="fresh")
+    b, f = blurry.values(), fresh.values()
+    assert b["modes"] == f["modes"] == 10
+    assert b["confident_fraction"] < 0.1 < 0.5 < f["confident_fraction"] and b["modes_confident"] < 10
+    assert f["modes_confident"] == f["modes_real"] == f["modes_confident_real"] == 10
+    assert f["confident_fraction"] == pytest.approx(f["confident_fraction_real"], abs=0.1)  # 256 samples
+    proto = fresh.protocols[fresh.scores["modes"]["protocol_id"]]
+    assert proto["confidence"] == 0.9 and proto["real_reference"]["split"] == "heldout"
+
+
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
     result = evaluator.evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
     assert {"fid", "kid", "is", "mifid", "precision", "recall", "density", "coverage", "copy_rate", "ct",
