@@ -101,6 +101,10 @@ def test_blurry_samples_hit_every_mode_but_are_rarely_confidently_classified(eva
     assert f["confident_fraction"] == pytest.approx(f["confident_fraction_real"], abs=0.1)  # 256 samples
     proto = fresh.protocols[fresh.scores["modes"]["protocol_id"]]
     assert proto["confidence"] == 0.9 and proto["real_reference"]["split"] == "heldout"
+    hist = read_json(blurry.artifacts["mode_histogram"])  # samples per mode, and the confident ones
+    assert sum(hist["hist"]) == hist["num_generated"] == 256 and sum(h > 0 for h in hist["hist"]) == 10
+    assert sum(hist["confident_hist"]) == round(b["confident_fraction"] * 256)
+    assert sum(h > 0 for h in hist["confident_hist"]) == b["modes_confident"]
 
 
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
@@ -213,10 +217,14 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
 
     settings = EvalSettings(num_samples=500, batch_size=128, cache_dir=str(tmp_path),
                             kid={"subsets": 5, "subset_size": 100}, memorization={"ct_cells": 4})
-    result = Evaluator(settings, dm).evaluate(FiveModes(dm.spec))
+    result = Evaluator(settings, dm, out_dir=tmp_path / "eval").evaluate(FiveModes(dm.spec), tag="end")
     values = result.values()
     assert values["modes"] == 5 and values["hq_fraction"] > 0.95
     assert values["mode_kl"] == pytest.approx(math.log(8 / 5), abs=0.02)
+    hist = read_json(result.artifacts["mode_histogram"])  # eval/modes_end.json: high-quality samples per mode
+    assert result.artifacts["mode_histogram"].endswith("modes_end.json") and hist["num_generated"] == 500
+    assert sum(h > 0 for h in hist["hist"]) == 5 and sum(hist["hist"][5:]) == 0
+    assert sum(hist["hist"]) == round(values["hq_fraction"] * 500)
     assert result.extractor["name"] == "identity" and "logits" in result.skipped["is"]
     assert "between images" in result.skipped["fwd"]
     assert values["precision"] > 0.9 and values["recall"] < 0.8

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gen_bench.io import atomic_write_json
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.fid import (
     FID,
@@ -390,7 +391,19 @@ class ModeScore(Score):
     def compute(self) -> dict[str, float]:
         out = self.metric.compute()
         self.num_generated = out.pop("num_generated")
+        self.histogram = {"hist": self.metric.hist.tolist()}
+        if self.classifier is not None:
+            self.histogram["confident_hist"] = self.metric.confident_hist.tolist()
         return {**out, **self.real}
+
+    def artifacts(self, out_dir: Path, tag: str) -> dict[str, str]:
+        """``modes_<tag>.json``: the samples per mode (``hist``: the high-quality ones for 2-D data;
+        ``confident_hist``: the confidently classified ones for images), mode i numbered as the
+        data's labels (stacked digits: 100 r + 10 g + b)."""
+        path = Path(out_dir) / f"modes_{tag}.json"
+        atomic_write_json(path, {"num_modes": self.num_modes, "num_generated": int(self.num_generated),
+                                 **self.histogram})
+        return {"mode_histogram": str(path)}
 
     def protocol(self) -> dict[str, Any]:
         p = {"num_modes": self.num_modes, "num_generated": int(self.num_generated)}
