@@ -9,7 +9,14 @@ from torch import nn
 
 from gen_bench.data.spec import DataSpec
 from gen_bench.models import build_model
-from gen_bench.models.nets import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator
+from gen_bench.models.nets import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    ResNetDiscriminator,
+    ResNetGenerator,
+)
 from gen_bench.models.nets.resnet import DiscriminatorBlock, GeneratorBlock, SelfAttention
 from gen_bench.train import run_training
 
@@ -173,3 +180,26 @@ def test_every_gan_trains_with_the_residual_backbone(tmp_path, model):
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert (tmp_path / "samples" / "final.png").is_file()
 
+
+
+def test_pacgan_2d_nets_batch_norm_generator_and_maxout_discriminator():
+    """PacGAN's 2-D nets: G with batch norm before each ReLU and bias-free hidden layers (4 x 400),
+    D of maxout units (3 x 200, 5 pieces) on packs; parameter counts by formula, each maxout unit the
+    largest of its own 5 pieces (slices of the linear map), and the defaults unchanged."""
+    toy = DataSpec(kind="toy2d", shape=(2,))
+    g = MLPGenerator(toy, latent_dim=2, hidden=400, depth=4, batch_norm=True)
+    assert n_params(g) == 2 * 400 + 3 * 400 * 400 + 4 * 2 * 400 + (400 * 2 + 2)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in g.modules()) == 4
+    d = MLPDiscriminator(toy, hidden=200, depth=3, pack=2, maxout=5)
+    assert n_params(d) == (4 * 1000 + 1000) + 2 * (200 * 1000 + 1000) + (200 + 1)
+    torch.manual_seed(0)
+    x = torch.randn(7, 4)
+    h = x
+    for layer in d.net[:3]:
+        pre = layer.linear(h)  # (7, 1000): unit j owns columns 5j .. 5j + 4
+        h = torch.stack([pre[:, 5 * j : 5 * j + 5].max(1).values for j in range(200)], 1)
+    assert torch.allclose(d(x), d.net[3](h).squeeze(1), atol=1e-6)
+    assert isinstance(MLPDiscriminator(toy).net[1], nn.LeakyReLU)  # the default: linear + leaky ReLU
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in MLPGenerator(toy).modules())
+    with pytest.raises(ValueError, match="maxout is the number of pieces"):
+        MLPDiscriminator(toy, maxout=0)

@@ -83,6 +83,30 @@ def test_copying_collapsed_and_generalising_models_are_told_apart(evaluator, dig
         assert im.size[0] > im.size[1] > 0
 
 
+def test_blurry_samples_hit_every_mode_but_are_rarely_confidently_classified(evaluator, digits):
+    """Averages of two training digits of different classes still get a predicted digit each, so all
+    10 modes are "hit"; the confident share (top probability >= eval.modes.confidence) tells them from
+    real digits, whose share matches the real reference measured on held-out digits."""
+    train, y = digits.tensors("train")
+    heldout, _ = digits.tensors("heldout")
+    g = torch.Generator().manual_seed(0)
+    i, j = torch.randint(len(train), (2, 2000), generator=g)
+    keep = y[i] != y[j]
+    blurry = evaluator.evaluate(BankModel(digits.spec, (train[i[keep]] + train[j[keep]]) / 2), tag="blur")
+    fresh = evaluator.evaluate(BankModel(digits.spec, heldout), tag="fresh")
+    b, f = blurry.values(), fresh.values()
+    assert b["modes"] == f["modes"] == 10
+    assert b["confident_fraction"] < 0.1 < 0.5 < f["confident_fraction"] and b["modes_confident"] < 10
+    assert f["modes_confident"] == f["modes_real"] == f["modes_confident_real"] == 10
+    assert f["confident_fraction"] == pytest.approx(f["confident_fraction_real"], abs=0.1)  # 256 samples
+    proto = fresh.protocols[fresh.scores["modes"]["protocol_id"]]
+    assert proto["confidence"] == 0.9 and proto["real_reference"]["split"] == "heldout"
+    hist = read_json(blurry.artifacts["mode_histogram"])  # samples per mode, and the confident ones
+    assert sum(hist["hist"]) == hist["num_generated"] == 256 and sum(h > 0 for h in hist["hist"]) == 10
+    assert sum(hist["confident_hist"]) == round(b["confident_fraction"] * 256)
+    assert sum(h > 0 for h in hist["confident_hist"]) == b["modes_confident"]
+
+
 def test_every_score_carries_its_protocol(evaluator, digits, fast):
     result = evaluator.evaluate(BankModel(digits.spec, digits.tensors("heldout")[0]))
     assert {"fid", "kid", "is", "mifid", "precision", "recall", "density", "coverage", "copy_rate", "ct",
@@ -193,10 +217,14 @@ def test_toy_data_counts_modes_and_skips_what_does_not_apply(tmp_path):
 
     settings = EvalSettings(num_samples=500, batch_size=128, cache_dir=str(tmp_path),
                             kid={"subsets": 5, "subset_size": 100}, memorization={"ct_cells": 4})
-    result = Evaluator(settings, dm).evaluate(FiveModes(dm.spec))
+    result = Evaluator(settings, dm, out_dir=tmp_path / "eval").evaluate(FiveModes(dm.spec), tag="end")
     values = result.values()
     assert values["modes"] == 5 and values["hq_fraction"] > 0.95
     assert values["mode_kl"] == pytest.approx(math.log(8 / 5), abs=0.02)
+    hist = read_json(result.artifacts["mode_histogram"])  # eval/modes_end.json: high-quality samples per mode
+    assert result.artifacts["mode_histogram"].endswith("modes_end.json") and hist["num_generated"] == 500
+    assert sum(h > 0 for h in hist["hist"]) == 5 and sum(hist["hist"][5:]) == 0
+    assert sum(hist["hist"]) == round(values["hq_fraction"] * 500)
     assert result.extractor["name"] == "identity" and "logits" in result.skipped["is"]
     assert "between images" in result.skipped["fwd"]
     assert values["precision"] > 0.9 and values["recall"] < 0.8

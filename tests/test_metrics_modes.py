@@ -16,8 +16,10 @@ from gen_bench.metrics.modes import (
     ModeCoverage,
     high_quality_probability,
     kl_to_uniform,
+    marginal_confidence,
     nearest_modes,
     perfect_mode_scores,
+    real_mode_scores,
 )
 from gen_bench.metrics.settings import EvalSettings
 
@@ -158,3 +160,75 @@ def test_stacked_digit_modes_are_counted_on_pacgans_26000_samples(tmp_path):
     got = metric.compute()
     assert got["num_generated"] == 26_000 and got["modes"] == 1000
     assert got["modes_perfect"] == pytest.approx(1000 * (1 - (1 - 1 / 1000) ** 26_000))
+
+
+def test_confidence_is_the_smallest_per_channel_top_probability():
+    """From the joint logits of the stacked classifier, each channel's top probability equals that of
+    the single-channel net run on the channel alone; the confidence is their minimum. The marginals
+    also hold for a joint that is not a product (a hand-made 2 x 2 table)."""
+    spec = DataSpec(kind="image", shape=(3, 16, 16), num_classes=10, label_shape=(3,), num_modes=1000)
+    torch.manual_seed(0)
+    ext = ClassifierExtractor(SmallCNN(1, 10, width=8).eval(), spec, {"test_accuracy": 1.0})
+    x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        tops = torch.stack([ext.net(x[:, c : c + 1])[1].softmax(1).amax(1) for c in range(3)], 1)  # (12, 3)
+    got = marginal_confidence(ext(x)["logits"], 10, 3)
+    assert torch.allclose(got, tops.amin(1), atol=1e-5)
+    one = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]]))
+    assert torch.allclose(marginal_confidence(one, 3), torch.tensor([0.7, 0.4]))
+    joint = torch.log(torch.tensor([[0.5, 1e-12, 0.1, 0.4]]))  # P(a, b): a marginal (0.5, 0.5), b (0.6, 0.4)
+    assert marginal_confidence(joint, 2, 2).item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_confident_share_and_modes_count_only_confident_samples():
+    """Six samples, three above the threshold; the max_samples cut applies to confidences too."""
+    modes = torch.tensor([3, 3, 7, 9, 9, 12, 500])
+    conf = torch.tensor([0.95, 0.2, 0.9, 0.89, 0.99, 0.5, 1.0])
+    metric = ModeCoverage(1000, max_samples=6, confidence=0.9)
+    metric.update(modes[:4], torch.arange(4), conf[:4])
+    metric.update(modes[4:], torch.arange(4, 7), conf[4:])
+    got = metric.compute()
+    assert got["modes"] == 4 and got["num_generated"] == 6  # 3, 7, 9, 12 (500 is past the cut)
+    assert got["confident_fraction"] == pytest.approx(3 / 6)  # 3 (0.95), 7 (0.9), 9 (0.99)
+    assert got["modes_confident"] == 3
+    with pytest.raises(ValueError, match="confidence exactly when"):
+        metric.update(modes, torch.arange(7))
+    plain = ModeCoverage(10)
+    plain.update(modes[:1] % 10, torch.arange(1))
+    assert "confident_fraction" not in plain.compute()
+
+
+def _channel_digits(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, 4, 4) stacks whose channel c is the constant (digit + 0.5) / 10, and the digits."""
+    digits = torch.randint(10, (n, 3), generator=g)
+    return ((digits.float() + 0.5) / 10)[:, :, None, None].expand(n, 3, 4, 4).clone(), digits
+
+
+def _read_digits(x: torch.Tensor, doubtful: int | None = None) -> torch.Tensor:
+    """An exact classifier of those stacks: joint log-probabilities, one-hot per channel; a channel
+    showing ``doubtful`` gets probability 0.6 on it and 0.4 on the next digit."""
+    d = (x.mean((2, 3)) * 10).floor().long().clamp(0, 9)  # (B, 3)
+    p = torch.nn.functional.one_hot(d, 10).double()
+    if doubtful is not None:
+        hit = d == doubtful
+        p[hit] = 0.6 * p[hit] + 0.4 * torch.nn.functional.one_hot((d[hit] + 1) % 10, 10).double()
+    joint = p[:, 0, :, None, None] * p[:, 1, None, :, None] * p[:, 2, None, None, :]
+    return joint.reshape(-1, 1000).clamp_min(1e-30).log()
+
+
+def test_real_reference_draws_fresh_stacks_channel_by_channel():
+    """Only 20 real stacks, yet the reference at PacGAN's 26,000 samples hits as many of the 1000 modes
+    as a perfect generator (it draws every channel on its own, as the data builds its stacks; whole
+    stacks could reach 20); with an exact classifier every sample is confident, and a digit the
+    classifier doubts (0.6) removes the samples showing it from the confident share."""
+    images, digits = _channel_digits(20, torch.Generator().manual_seed(5))
+    real = real_mode_scores(images, _read_digits, 26_000, 10, 3, confidence=0.9, seed=0, batch_size=4096)
+    perfect = perfect_mode_scores(1000, 26_000)
+    # the pool's digit frequencies are not exactly uniform: modes close to, KL above the perfect ones
+    assert real["modes_real"] >= 990 and real["modes_real"] == real["modes_confident_real"]
+    assert real["confident_fraction_real"] == 1.0 and real["mode_kl_real"] >= perfect["mode_kl_perfect"]
+    freq = torch.bincount(digits.flatten(), minlength=10).double() / digits.numel()
+    doubt = real_mode_scores(images, lambda x: _read_digits(x, doubtful=3), 26_000, 10, 3, 0.9, seed=0)
+    expected = float((1 - freq[3]) ** 3)  # no channel shows a 3
+    assert doubt["confident_fraction_real"] == pytest.approx(expected, abs=4 * math.sqrt(expected / 26_000))
+    assert doubt["modes_confident_real"] == 729 and doubt["modes_real"] == real["modes_real"]  # 9^3

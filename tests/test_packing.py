@@ -136,11 +136,12 @@ def test_real_and_fake_packs_never_mix(objective, spec):
             assert sorted(real_seen) == list(range(real.shape[0]))
 
 
+@pytest.mark.parametrize("spec", KINDS)
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("m", [2, 4])
-def test_the_generator_gradient_reaches_every_packed_sample(objective, m):
+def test_the_generator_gradient_reaches_every_packed_sample(objective, m, spec):
     """d loss_g / d G(z)_i is non-zero for every sample i of the batch: no sample is left out of a pack."""
-    model, _ = _one_packed_step(objective, IMG, m)
+    model, _ = _one_packed_step(objective, spec, m)
     graded = [o for o in model.generator.outputs if o.requires_grad]
     assert len(graded) == 1  # the G step's fakes
     grad = graded[0].grad

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from gen_bench.data.arrays import batch_at
+from gen_bench.io import atomic_write_json
 from gen_bench.metrics.cache import cached
 from gen_bench.metrics.fid import (
     FID,
@@ -28,7 +29,7 @@ from gen_bench.metrics.fid import (
 )
 from gen_bench.metrics.fwd import PacketStats, auto_level, fwd_from_stats
 from gen_bench.metrics.memorization import Memorization, memorization_reference
-from gen_bench.metrics.modes import ModeCoverage
+from gen_bench.metrics.modes import ModeCoverage, marginal_confidence, real_mode_scores
 from gen_bench.metrics.prdc import PRDC, PRDCReplicates, real_knn_radii
 from gen_bench.metrics.reference import (
     frames,
@@ -327,13 +328,16 @@ class MemorizationScore(Score):
 @register_metric("modes")
 class ModeScore(Score):
     """Modes of 2-D mixtures (VEEGAN / PacGAN protocol) or, for labeled images with known modes
-    (stacked digits, digits, shapes), the dataset classifier's predicted modes."""
+    (stacked digits, digits, shapes), the dataset classifier's predicted modes, with the share of
+    confidently classified samples and the modes among them, beside what real held-out images score
+    through the same classifier at the same count (``*_real``, cached)."""
 
     name = "modes"
 
     def __init__(self, ctx: SuiteContext) -> None:
         spec, s = ctx.spec, ctx.settings.modes
         self.settings = s
+        self.real: dict[str, float] = {}
         if spec.kind == "toy2d" and spec.mode_centers is not None:
             centers = torch.tensor(spec.mode_centers, dtype=torch.float64)
             self.classifier = None
@@ -344,8 +348,12 @@ class ModeScore(Score):
             if self.classifier.num_logits != spec.num_modes:
                 raise NotApplicable(f"the classifier predicts {self.classifier.num_logits} classes, the data "
                                     f"has {spec.num_modes} modes")
+            # one label per channel (stacked digits) or one per image
+            self.labels = spec.channels if self.classifier.per_channel else 1
+            self.num_classes = spec.num_classes
             count = s.count(ctx.settings.num_samples, spec.num_modes)
-            self.metric = ModeCoverage(spec.num_modes, max_samples=count)
+            self.metric = ModeCoverage(spec.num_modes, max_samples=count, confidence=s.confidence)
+            self.real = self._real_reference(ctx, count)
         else:
             raise NotApplicable("the dataset has no known modes (2-D mixtures and labeled images with "
                                 "num_modes only)")
@@ -354,16 +362,48 @@ class ModeScore(Score):
         self.metric = self.metric.to(ctx.device)
         self.num_modes = self.metric.num_modes
 
+    def _real_reference(self, ctx: SuiteContext, count: int) -> dict[str, float]:
+        """:func:`real_mode_scores` of ``count`` images drawn from the held-out split (the training
+        split when there is none), cached by data, classifier, count, threshold and seed."""
+        dm, s = ctx.datamodule, self.settings
+        self.real_split = "heldout" if len(split_dataset(dm, "heldout")) > 0 else "train"
+        self.real_seed = ctx.settings.reference.subset_seed
+        fields = {"kind": "modes_real", "data": dm.name, "fingerprint": dm.fingerprint(),
+                  "split": self.real_split, "classifier": self.classifier.weights_sha256(),
+                  "num_samples": count, "confidence": s.confidence, "seed": self.real_seed}
+
+        def compute() -> dict[str, float]:
+            images = dm.tensors(self.real_split)[0]
+            classify = lambda x: self.classifier(x.to(ctx.device))["logits"]  # noqa: E731
+            return real_mode_scores(images, classify, count, self.num_classes, self.labels, s.confidence,
+                                    self.real_seed, ctx.settings.batch_size)
+
+        return dict(cached(ctx.settings.cache_path, "modes_real", dm.name, fields, compute))
+
     def update(self, batch: EvalBatch) -> None:
         if self.classifier is None:
             self.metric.update(batch.samples, batch.index)
         else:
-            self.metric.update(batch.features["classifier"]["logits"].argmax(1), batch.index)
+            logits = batch.features["classifier"]["logits"]
+            self.metric.update(logits.argmax(1), batch.index,
+                               marginal_confidence(logits, self.num_classes, self.labels))
 
     def compute(self) -> dict[str, float]:
         out = self.metric.compute()
         self.num_generated = out.pop("num_generated")
-        return out
+        self.histogram = {"hist": self.metric.hist.tolist()}
+        if self.classifier is not None:
+            self.histogram["confident_hist"] = self.metric.confident_hist.tolist()
+        return {**out, **self.real}
+
+    def artifacts(self, out_dir: Path, tag: str) -> dict[str, str]:
+        """``modes_<tag>.json``: the samples per mode (``hist``: the high-quality ones for 2-D data;
+        ``confident_hist``: the confidently classified ones for images), mode i numbered as the
+        data's labels (stacked digits: 100 r + 10 g + b)."""
+        path = Path(out_dir) / f"modes_{tag}.json"
+        atomic_write_json(path, {"num_modes": self.num_modes, "num_generated": int(self.num_generated),
+                                 **self.histogram})
+        return {"mode_histogram": str(path)}
 
     def protocol(self) -> dict[str, Any]:
         p = {"num_modes": self.num_modes, "num_generated": int(self.num_generated)}
@@ -372,6 +412,9 @@ class ModeScore(Score):
         else:
             info = self.classifier.describe()
             p["mode_classifier"] = {k: info[k] for k in ("name", "version", "weights_sha256")}
+            p["confidence"] = self.settings.confidence
+            p["real_reference"] = {"split": self.real_split, "num_samples": int(self.num_generated),
+                                   "seed": self.real_seed}
         return p
 
 

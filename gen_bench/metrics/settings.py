@@ -226,11 +226,15 @@ class ModeSettings:
         ``eval.num_samples`` when needed (the other metrics still use the first ``eval.num_samples``):
         26 gives PacGAN's 26,000 for the 1,000 modes of stacked digits. 0: off.
     std_threshold: High quality within this many std of the nearest mode (2-D mixtures).
+    confidence: Labeled images: a sample is confidently classified when every label's (channel's)
+        top class probability under the dataset classifier is at least this (``confident_fraction``,
+        ``modes_confident``; the same for real held-out images, ``*_real``).
     """
 
     num_samples: int | None = 2500
     min_samples_per_mode: int = 26
     std_threshold: float = 3.0
+    confidence: float = 0.9
 
     def count(self, num_drawn: int, num_modes: int) -> int:
         """Samples counted for ``num_modes`` modes when ``num_drawn`` (``eval.num_samples``) are drawn."""
