@@ -7,12 +7,9 @@ networks can be sized from the config alone, and a ``load()`` that returns the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from torch.utils.data import Dataset
-
-if TYPE_CHECKING:
-    from gen_bench.data.paired import PairedTask
 
 DataKind = Literal["toy2d", "image", "video"]
 
@@ -44,7 +41,8 @@ class DataSpec:
     num_modes: int | None = None
     mode_centers: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
     mode_std: float | None = None
-    task: PairedTask | None = field(default=None, repr=False)
+    # a gen_bench.data.paired.PairedTask (not imported: paired.py builds on this module)
+    task: Any | None = field(default=None, repr=False)
 
     @property
     def channels(self) -> int:
