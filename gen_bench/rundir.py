@@ -169,7 +169,7 @@ BOOKKEEPING_KEYS = ("run_dir", "output_root", "resume", "overwrite")
 RESULT_NEUTRAL_KEYS = (*BOOKKEEPING_KEYS, "logger", "callbacks", "tags", "objective",
                        "trainer.enable_progress_bar", "trainer.enable_model_summary",
                        "trainer.log_every_n_steps", "eval.cache_dir", "eval.assets_dir", "model.progress",
-                       "model.eval_every_n_steps")
+                       "model.eval_every_n_steps", "model.perceptual.cache_dir")
 # What differs between the seeds of one setting: the leaderboard aggregates over them.
 REPLICATE_KEYS = ("seed", "data.shuffle_seed")
 # Where a run executes: not in its folder name, so a run continues in its folder on another machine;

@@ -163,3 +163,13 @@ def test_the_wheel_ships_the_configs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gen_bench.cli", "train", "data=grid25", "--cfg", "job"],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 0 and "name: grid25" in r.stdout, r.stderr
+
+
+def test_where_the_perceptual_loss_s_classifier_is_cached_changes_no_result(tmp_path):
+    from gen_bench.rundir import config_digest
+
+    over = ["model=i2i_perceptual", "data=shapes", "task=superres"]
+    digests = {config_digest(OmegaConf.to_container(compose_train([*over, f"eval.cache_dir={d}"], tmp_path),
+                                                    resolve=True))
+               for d in ("/cache/a", "/cache/b")}
+    assert len(digests) == 1
