@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from gen_bench.config import config_dir
 from gen_bench.io import read_json
 from gen_bench.leaderboard import build_leaderboard
+from gen_bench.metrics.engine import settings_from
 from gen_bench.models.stabilizers import stabilizer_settings
 from gen_bench.rundir import collect_runs
 from gen_bench.train import DivergedError, run_training
@@ -257,3 +258,40 @@ def test_trainer_configs_compose_and_build(tmp_path):
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
     assert trainer.precision == "bf16-mixed"
+
+
+MODE_COLLAPSE = ["mode_collapse_grid25", "mode_collapse_grid25_paper", "mode_collapse_stacked",
+                 "mode_collapse_stacked_paper", "mode_collapse_stacked_quarter"]
+
+
+@pytest.mark.parametrize("experiment", MODE_COLLAPSE)
+def test_mode_collapse_arms_share_one_protocol_and_packs_follow_the_paper_batch(tmp_path, experiment):
+    """Every arm of a mode-collapse sweep (and PacDCGAN2 / 4, the second command) is scored by one
+    protocol (grid25: 2,500 samples; stacked digits: modes on 26,000, the classifier's features); in
+    the papers' settings a PacDCGAN batch holds the paper's number of packs (pack x samples) and
+    WGAN-GP makes a fifth of the generator updates; the quarter setting's D is a quarter as wide as G."""
+    params = _sweep_params(experiment)
+    key = next(iter(params))
+    jobs = [[f"{key}={v}"] for v in params[key]] + [[f"model.pack={m}"] for m in (2, 4)]
+    protocol, steps, batch = set(), {}, {}
+    for job in jobs:
+        cfg = compose_train([f"experiment={experiment}", *job], tmp_path)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        s = settings_from(cfg.eval)
+        stacked = resolved["data"]["name"] == "stacked_digits"
+        protocol.add((resolved["data"]["name"], s.extractor, s.num_samples,
+                      s.modes.count(s.num_samples, 1000 if stacked else 25), s.modes.confidence))
+        name = resolved["model"]["name"] + str(resolved["model"].get("pack", 1))
+        steps[name], batch[name] = resolved["trainer"]["max_steps"], resolved["data"]["batch_size"]
+        if "quarter" in experiment:
+            nets = resolved["model"]["nets"]["image"]
+            d = nets.get("discriminator", nets.get("critic"))
+            assert 4 * d["base_channels"] == nets["generator"]["base_channels"]
+    assert len(protocol) == 1, protocol
+    assert next(iter(protocol))[3] == (26_000 if "stacked" in experiment else 2500)
+    assert params["seed"] == ["0", "1", "2"]
+    if "paper" in experiment or "quarter" in experiment:
+        assert batch["dcgan2"] == 2 * batch["dcgan1"] and batch["dcgan4"] == 4 * batch["dcgan1"]
+        assert steps["wgan_gp1"] * 5 == steps["dcgan1"] == steps["dcgan4"]
+    else:  # gen-bench's defaults: the same batch for every arm, equal real samples (budget.images)
+        assert len(set(batch.values())) == 1 and cfg.budget.images > 0
