@@ -277,8 +277,8 @@ def test_mode_collapse_arms_share_one_protocol_and_packs_follow_the_paper_batch(
     for job in jobs:
         cfg = compose_train([f"experiment={experiment}", *job], tmp_path)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        s = settings_from(cfg.eval)
         stacked = resolved["data"]["name"] == "stacked_digits"
+        s = settings_from(cfg.eval).for_data("image" if stacked else "toy2d")  # num_samples=auto resolved
         protocol.add((resolved["data"]["name"], s.extractor, s.num_samples,
                       s.modes.count(s.num_samples, 1000 if stacked else 25), s.modes.confidence))
         name = resolved["model"]["name"] + str(resolved["model"].get("pack", 1))
