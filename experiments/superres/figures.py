@@ -91,7 +91,7 @@ def grid(runs: list[RunRecord], path: Path, rows: int = 8) -> Path:
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=8)
-    fig.suptitle(f"{task.describe()}", fontsize=8)
+    fig.suptitle(", ".join(f"{k} {v}" for k, v in task.describe().items()), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
