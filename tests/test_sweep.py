@@ -272,7 +272,8 @@ def test_mode_collapse_arms_share_one_protocol_and_packs_follow_the_paper_batch(
     WGAN-GP makes a fifth of the generator updates; the quarter setting's D is a quarter as wide as G."""
     params = _sweep_params(experiment)
     key = next(iter(params))
-    jobs = [[f"{key}={v}"] for v in params[key]] + [[f"model.pack={m}"] for m in (2, 4)]
+    dcgan = next(v for v in params[key] if v.endswith("dcgan"))  # the second command: its arm and packs
+    jobs = [[f"{key}={v}"] for v in params[key]] + [[f"{key}={dcgan}", f"model.pack={m}"] for m in (2, 4)]
     protocol, steps, batch = set(), {}, {}
     for job in jobs:
         cfg = compose_train([f"experiment={experiment}", *job], tmp_path)

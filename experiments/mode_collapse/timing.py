@@ -44,7 +44,7 @@ SWEEPS = {
     "mode_collapse_grid25": [[f"model={m}"] for m in MODELS] + [["model=dcgan", *p] for p in PACKS],
     "mode_collapse_grid25_paper": arms("grid25_paper", MODELS),
     "mode_collapse_stacked": arms("stacked", [*MODELS, "pixelcnn"]),
-    "mode_collapse_stacked_paper": arms("stacked_paper", MODELS),
+    "mode_collapse_stacked_paper": arms("stacked_paper", ["dcgan", "wgan_gp", "r3gan"]),
     "mode_collapse_stacked_quarter": arms("stacked_quarter", ["dcgan", "wgan_gp", "r3gan"]),
 }
 WARM = 3  # steps before the per-step clock starts
