@@ -111,6 +111,31 @@ def test_stabilizer_ablation_switches_one_stabilizer_per_arm(tmp_path):
                     "all": {"spectral_norm", "label_smoothing", "instance_noise", "grad_clip"}}
 
 
+def test_image_stabilizer_ablation_switches_one_stabilizer_per_arm_at_both_learning_rates(tmp_path):
+    """experiment=stabilizers_images: a convolutional D, one stabilizer per arm, spectral norm without
+    batch norm in D (Miyato et al.), the learning rate the only difference between the settings."""
+    params = _sweep_params("stabilizers_images")
+    assert params["setting"] == ["default", "high_lr"]
+    arms, protocol = {}, set()
+    for setting in params["setting"]:
+        for arm in params["stabilizer"]:
+            cfg = compose_train(["experiment=stabilizers_images", f"setting={setting}", f"stabilizer={arm}"],
+                                tmp_path)
+            model = OmegaConf.to_container(cfg.model, resolve=True)
+            arms[arm] = set(stabilizer_settings(model))
+            d = model["nets"]["image"]["discriminator"]
+            assert "Conv" in d["_target_"] or "DCGAN" in d["_target_"]
+            assert d["norm"] == ("none" if "spectral_norm" in arms[arm] else "batch")
+            lr = {"default": 2e-4, "high_lr": 2e-3}[setting]
+            assert model["optimizer_g"]["lr"] == model["optimizer_d"]["lr"] == lr
+            protocol.add((cfg.data.name, cfg.data.image_size, cfg.trainer.max_steps,
+                          OmegaConf.to_yaml(cfg.eval)))
+    assert len(protocol) == 1 and next(iter(protocol))[0] == "stacked_digits"
+    assert arms == {"none": set(), "spectral_norm": {"spectral_norm"}, "label_smoothing": {"label_smoothing"},
+                    "instance_noise": {"instance_noise"}, "grad_clip": {"grad_clip"},
+                    "all": {"spectral_norm", "label_smoothing", "instance_noise", "grad_clip"}}
+
+
 def test_a_tiny_sweep_of_three_models_gives_a_three_row_leaderboard(tmp_path):
     """gen-bench train -m experiment=compare_ring8 (shrunk), then gen-bench leaderboard."""
     budget = ["budget.images=2560", "budget.points=2"]  # 10 steps of 256 (WGAN-GP: 2 of 5 x 256)
