@@ -62,6 +62,10 @@ from gen_bench.rundir import (
 # Scores where lower is better; the rest of the suite's scores (precision, recall, density, coverage,
 # modes, hq_fraction, is) are higher-is-better.
 LOWER_IS_BETTER = ("fid", "kid", "mifid", "fvd", "kl", "copy_rate", "loss", "bpd", "consistency")
+# Scores whose best value is 0 with both signs worse: C_T (Meehan et al. 2020) is far below 0 for
+# copying and above 0 for underfitting; 0 is a model as close to the training set as fresh data.
+CLOSEST_TO_ZERO = ("ct",)
+DIRECTIONS = {"min": "lower is better", "max": "higher is better", "zero": "closest to 0 is better"}
 PREFERRED_COLUMNS = ("kid", "bpd", "precision", "recall", "coverage", "modes", "hq_fraction", "fvd", "is",
                      "copy_rate")
 # The default ranking of 2-D mixtures: modes hit, then the high-quality share (both higher-is-better).
@@ -127,9 +131,17 @@ def _variant_labels(runs: Sequence[RunRecord]) -> dict[int, str]:
 
 # --- the leaderboard ------------------------------------------------------------------------------------
 def default_direction(metric: str) -> str:
-    """``min`` for distances and error-like scores (fid, kid, fvd, mode_kl, copy rate...), else ``max``."""
+    """``min`` for distances and error-like scores (fid, kid, fvd, mode_kl, copy rate...), ``zero`` for
+    :data:`CLOSEST_TO_ZERO` (C_T), else ``max``."""
     leaf = metric.split("/")[-1]
+    if leaf in CLOSEST_TO_ZERO:
+        return "zero"
     return "min" if any(leaf.startswith(p) or leaf.endswith(f"_{p}") for p in LOWER_IS_BETTER) else "max"
+
+
+def rank_value(value: float, direction: str) -> float:
+    """What ranks a value in ``direction``: smaller is better."""
+    return {"min": value, "max": -value, "zero": abs(value)}[direction]
 
 
 def default_ranking(runs: Sequence[RunRecord]) -> tuple[str, str | None]:
@@ -155,7 +167,7 @@ class Leaderboard:
 
     Attributes:
         metric: The ranking score (``fid``).
-        direction: ``min`` (lower is better) or ``max``.
+        direction: ``min`` (lower is better), ``max`` or ``zero`` (closest to 0 is better).
         columns: Further scores shown (mean and std over seeds).
         rows: One dict per group (model + data + stabilizers + variant), best first within each protocol.
         unranked: Runs that are not in a mean: failed, running, interrupted, or without the score.
@@ -213,7 +225,7 @@ class Leaderboard:
         show_protocol = len({r["protocol_id"] for r in self.rows if r["rank"] is not None}) > 1
         ci = self.has_intervals
         header = ["#", "model", "data", "stabilizers", *(["variant"] if show_variant else []), "seeds",
-                  f"{self.metric} ({'lower' if self.direction == 'min' else 'higher'} is better)",
+                  f"{self.metric} ({DIRECTIONS[self.direction]})",
                   *(["95% CI", "tied with"] if ci else []),
                   *self.columns, "steps", "samples", *(["protocol"] if show_protocol else [])]
         body = []
@@ -340,7 +352,7 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
         runs: From :func:`collect_runs`.
         metric: Ranking score, as in ``metrics.json`` (``fid``, ``kid``, ``precision``... or ``val/fid``);
             ``None``: :func:`default_ranking` (2-D data: modes, then hq_fraction; else fid).
-        direction: ``min`` or ``max``; ``None``: :func:`default_direction`.
+        direction: ``min``, ``max`` or ``zero``; ``None``: :func:`default_direction`.
         columns: Further scores to show; ``None``: those of ``PREFERRED_COLUMNS`` that the runs have
             (with the tie-break score and fid first under the 2-D ranking).
         source: Where the runs came from (shown in the title).
@@ -350,8 +362,8 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
         metric, then_by = default_ranking(runs)
     metric = metric.removeprefix("val/")
     direction = direction or default_direction(metric)
-    if direction not in ("min", "max"):
-        raise ValueError(f"direction must be 'min' or 'max', got {direction!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(map(repr, DIRECTIONS))}, got {direction!r}")
     variants = _variant_labels(runs)
     if columns is None:
         present = {n for r in runs for n in ((r.summary.get("eval") or {}).get("scores") or {})}
@@ -406,12 +418,13 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
         rows.append(row)
 
     # rank within each protocol; groups with no score (or mixed protocols) come last, unranked
-    sign = 1.0 if direction == "min" else -1.0
-    then_sign = 1.0 if then_by is None or default_direction(then_by) == "min" else -1.0
-
     def then_key(r: dict[str, Any]) -> float:  # groups without the tie-break score come last among equals
         v = r.get(f"{then_by}_mean") if then_by else None
-        return then_sign * v if v is not None else math.inf
+        return rank_value(v, default_direction(then_by)) if v is not None else math.inf
+
+    def order_key(r: dict[str, Any]) -> tuple:
+        value = rank_value(r[f"{metric}_mean"], direction)
+        return value, then_key(r), r["model"], r["stabilizers"], r["variant"]
 
     rankable = [r for r in rows if r[f"{metric}_mean"] is not None and r["protocol_id"] != "mixed"]
     by_protocol: dict[Any, list[dict[str, Any]]] = {}
@@ -419,8 +432,7 @@ def build_leaderboard(runs: Sequence[RunRecord], metric: str | None = None, dire
         by_protocol.setdefault((r["data"], r["protocol_id"]), []).append(r)
     ordered = []
     for key in sorted(by_protocol, key=lambda k: (str(k[0]), str(k[1]))):
-        block = sorted(by_protocol[key], key=lambda r: (sign * r[f"{metric}_mean"], then_key(r), r["model"],
-                                                        r["stabilizers"], r["variant"]))
+        block = sorted(by_protocol[key], key=order_key)
         for i, r in enumerate(block, 1):
             r["rank"] = i
         for r in block:  # tied: the intervals overlap
@@ -596,7 +608,7 @@ def pareto_table(runs: Sequence[RunRecord], metric: str = "fid", x: str = "train
         ``runner_up``, ``runner_up_mean``, ``runner_up_std``, ``ratio`` (runner-up / best), ``tied``.
     """
     metric = metric.removeprefix("val/")
-    sign = 1.0 if (direction or default_direction(metric)) == "min" else -1.0
+    direction = direction or default_direction(metric)
     points = [(pos, key, mean, std) for key, pts in curves(runs, metric, x).items()
               for pos, mean, std, _ in pts if mean is not None]
     levels: list[list[tuple]] = []
@@ -607,7 +619,7 @@ def pareto_table(runs: Sequence[RunRecord], metric: str = "fid", x: str = "train
             levels.append([p])
     rows = []
     for level in levels:
-        ranked = sorted(level, key=lambda p: sign * p[2])
+        ranked = sorted(level, key=lambda p: rank_value(p[2], direction))
         best, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
         label = lambda key: key[0] + (f" [{key[2]}]" if key[2] != "none" else "") + (  # noqa: E731
             f" {key[3]}" if key[3] else "")
@@ -818,6 +830,8 @@ def leaderboard_command(argv: Sequence[str]) -> int:
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--lower-is-better", dest="direction", action="store_const", const="min")
     order.add_argument("--higher-is-better", dest="direction", action="store_const", const="max")
+    order.add_argument("--closest-to-zero-is-better", dest="direction", action="store_const", const="zero",
+                       help="rank by the distance from 0 (the default for ct)")
     parser.add_argument("--columns", help="comma-separated further scores (default: some of the suite's)")
     parser.add_argument("--format", default="table", choices=["table", "csv", "markdown", "json"])
     parser.add_argument("--output", "-o", help="write the table here instead of printing it")

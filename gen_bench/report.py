@@ -22,6 +22,7 @@ from typing import Any
 from gen_bench import rundir
 from gen_bench.io import atomic_write_bytes
 from gen_bench.leaderboard import (
+    DIRECTIONS,
     _variant_labels,
     build_leaderboard,
     group_key,
@@ -181,7 +182,7 @@ def build_report(sweep_dir: str | Path, metric: str = "fid", out: str | Path | N
     body = f"""
 <h1>gen-bench report: {html.escape(sweep_dir.name)}</h1>
 <p>{len(runs)} runs in <code>{html.escape(str(sweep_dir.resolve()))}</code>, written {stamp}. Ranked by
-<b>{html.escape(board.metric)}</b> ({'lower' if board.direction == 'min' else 'higher'} is better), mean ± std
+<b>{html.escape(board.metric)}</b> ({DIRECTIONS[board.direction]}), mean ± std
 over seeds; ranks hold within one dataset and evaluation protocol only.</p>
 <h2>Command</h2><pre>{html.escape(command or "(not a Hydra multirun folder: no multirun.yaml)")}</pre>
 <h2>Leaderboard</h2>{''.join(tables) or '<p>No run has a score.</p>'}

@@ -126,6 +126,17 @@ def test_failed_and_unfinished_runs_are_listed_not_dropped(sweep):
     assert "1 (1 failed)" in text  # the ddpm row says one of its seeds failed
 
 
+def test_ct_ranks_by_its_distance_from_zero(tmp_path):
+    """C_T is far below 0 for copying, above 0 for underfitting: neither sign is better, 0 is best."""
+    assert default_direction("val/ct") == "zero" and default_direction("copy_rate") == "min"
+    root = tmp_path / "sweep"
+    for name, ct in [("ddpm", -7.2), ("dcgan", 0.4), ("wgan_gp", 3.0), ("r3gan", -0.1)]:
+        fake_run(root, f"model={name}", model={"name": name}, scores={"ct": ct})
+    board = build_leaderboard(collect_runs(root), metric="ct")
+    assert [r["model"] for r in board.rows] == ["r3gan", "dcgan", "wgan_gp", "ddpm"]
+    assert "ct (closest to 0 is better)" in board.to_text()
+
+
 def test_direction_follows_the_metric_and_can_be_set(sweep):
     assert default_direction("fid") == "min" and default_direction("val/kid") == "min"
     assert default_direction("precision") == "max" and default_direction("modes") == "max"
