@@ -106,6 +106,23 @@ def _sweep_name() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
+def _backbone_unused(model_cfg: DictConfig, kind: str) -> str | None:
+    """The ``backbone=`` choice when it is not the default and this run has no network it picks (2-D or
+    video data, or a model without GAN image networks), else ``None``: such a run would silently train
+    the same networks as without it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get("backbone")
+    if choice in (None, "dcgan"):
+        return None
+    roles = set((model_cfg.get("nets") or {}).get("image") or {})
+    if kind == "image" and roles & {"generator", "discriminator", "critic"}:
+        return None
+    return choice
+
+
 def _wandb_run_id(run_dir: Path, resuming: bool) -> str:
     """The run's wandb id: the saved one when the run is resumed, else a new one (saved)."""
     path = run_dir / rundir.WANDB_ID
@@ -304,6 +321,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         model = build_model(cfg.model, datamodule.spec)
+        if (unused := _backbone_unused(cfg.model, datamodule.spec.kind)) is not None:
+            log.warning("backbone=%s changes nothing here: it picks GAN image networks, and model=%s on %s "
+                        "(%s data) has none; its networks are the model's own", unused, cfg.model.get("name"),
+                        cfg.data.get("name"), datamodule.spec.kind)
         _check_training_sampler(cfg.model, model)
         if cfg.get("channels_last"):
             model.use_channels_last()

@@ -20,7 +20,7 @@ from gen_bench.models.nets import (
 from gen_bench.models.nets.resnet import DiscriminatorBlock, GeneratorBlock, SelfAttention
 from gen_bench.train import run_training
 
-from conftest import QUIET, compose_train
+from conftest import QUIET, compose_train, run_cli
 
 DIGITS = DataSpec(kind="image", shape=(1, 32, 32))
 
@@ -180,6 +180,17 @@ def test_every_gan_trains_with_the_residual_backbone(tmp_path, model):
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert (tmp_path / "samples" / "final.png").is_file()
 
+
+
+def test_a_backbone_choice_that_picks_no_network_is_said_not_silently_ignored(tmp_path):
+    """backbone=resnet on 2-D data: the MLPs train, and the run says the choice changed nothing."""
+    r = run_cli(["train", "data=ring8", "model=dcgan", "backbone=resnet", "trainer.max_steps=2", *FAST,
+                 "callbacks.sample_grid.every_n_steps=0", f"output_root={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "backbone=resnet changes nothing here" in r.stdout + r.stderr
+    r = run_cli(["train", "data=ring8", "model=dcgan", "trainer.max_steps=2", *FAST,
+                 "callbacks.sample_grid.every_n_steps=0", f"output_root={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 0 and "changes nothing" not in r.stdout + r.stderr
 
 
 def test_pacgan_2d_nets_batch_norm_generator_and_maxout_discriminator():
