@@ -219,7 +219,8 @@ def test_bpd_is_scored_on_the_heldout_split_for_likelihood_models_only(tmp_path)
     assert noise.likelihood_protocol() is None
     with pytest.raises(NotImplementedError, match="Noise has no likelihood"):
         noise.bits_per_dim(torch.rand(2, 1, 8, 8))
-    assert evaluator.evaluate(noise).skipped["bpd"] == "Noise has no likelihood (likelihood models: pixelcnn)"
+    skipped = evaluator.evaluate(noise).skipped["bpd"]
+    assert skipped == "Noise has no likelihood (likelihood models: pixelcnn, and ddpm on images: a bound)"
     samples_only = Evaluator(cfg.eval, digits)
     samples_only.setup("cpu")
     assert "without their model" in samples_only.skipped["bpd"]

@@ -170,11 +170,14 @@ class BPDSettings:
         split: The real images scored: ``heldout`` (the model never trained on them) or ``train``.
         num_samples: Images scored (a seeded random subset); ``None``: the whole split.
         subset_seed: Seed of that subset.
+        bound_terms: For a likelihood that is a variational bound (DDPM's): the KL terms evaluated per
+            image, one network pass each; ``None``: all T - 1; K: an unbiased stratified estimate from K.
     """
 
     split: str = "heldout"
     num_samples: int | None = None
     subset_seed: int = 0
+    bound_terms: int | None = 50
 
 
 @dataclass
@@ -462,6 +465,8 @@ class EvalSettings:
                              f"e.g. eval.knobs.guidance=[0,1,2]; got {dict(self.knobs)}")
         if self.bpd.split not in ("train", "heldout"):
             raise ValueError(f"eval.bpd.split must be 'train' or 'heldout', got {self.bpd.split!r}")
+        if self.bpd.bound_terms is not None and self.bpd.bound_terms < 1:
+            raise ValueError(f"eval.bpd.bound_terms must be >= 1 or null (all), got {self.bpd.bound_terms}")
         if self.bpd.num_samples is not None and self.bpd.num_samples < 1:
             raise ValueError(f"eval.bpd.num_samples must be >= 1 or null (the whole split), "
                              f"got {self.bpd.num_samples}")

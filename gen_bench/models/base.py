@@ -273,6 +273,10 @@ class GenerativeModule(L.LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} is not an image-to-image model")
 
+    # KL terms a variational-bound likelihood (DDPM's) evaluates per image: None, all; K, an unbiased
+    # stratified estimate from K (the bpd score sets it from eval.bpd.bound_terms)
+    bound_terms: int | None = None
+
     def likelihood_protocol(self) -> dict[str, Any] | None:
         """What :meth:`bits_per_dim` measures, recorded with the ``bpd`` score: ``kind`` (``exact``, or
         ``bound`` for a variational bound), ``levels`` (the quantisation per channel the bits refer to)

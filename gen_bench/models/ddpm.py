@@ -13,6 +13,7 @@ conditioning with classifier-free guidance (``conditional``, ``p_uncond``, ``gui
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,10 +31,15 @@ from gen_bench.diffusion import (
     sample_loop,
     sampler_class,
 )
+from gen_bench.diffusion.likelihood import variational_bound_bits
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
 __all__ = ["DDPM", "bind_diffusion_sampler", "default_toy_scale", "random_hflip"]
+
+# model.bpd: the variational bound's settings (Ho et al. 2020 report 3.70-3.75 bits on CIFAR-10 at
+# 256 levels, every term)
+BPD_DEFAULTS = {"levels": 256, "variance": "beta", "seed": 0}
 
 
 def bind_diffusion_sampler(factory: SamplerFactory, diffusion: GaussianDiffusion,
@@ -69,6 +75,10 @@ class DDPM(IterativeModule):
             ``conditional`` too).
         p_uncond: Rate at which training labels become "no class" (0.1 in Ho and Salimans).
         guidance: Guidance scale w of :meth:`sample` (0: the conditional prediction).
+        bpd: How :meth:`bits_per_dim` bounds the likelihood of images (:mod:`gen_bench.diffusion.likelihood`):
+            ``levels`` (quantisation per sub-pixel, 256), ``variance`` (of the reverse steps: ``beta`` or
+            ``posterior``) and ``seed`` (of the x_t noise and the strata); the number of KL terms is
+            :attr:`bound_terms` (``eval.bpd.bound_terms``).
     """
 
     sampling_network_name = "denoiser"
@@ -89,11 +99,15 @@ class DDPM(IterativeModule):
         conditional: bool = False,
         p_uncond: float = 0.1,
         guidance: float = 0.0,
+        bpd: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(spec, optimizer, sampler or DDPMSampler, warmup_steps, grad_clip, toy_scale,
                          sample_batch_size, progress, hflip, conditional, p_uncond, guidance)
         self.denoiser = denoiser
         self.diffusion = diffusion
+        self.bpd = {**BPD_DEFAULTS, **(bpd or {})}
+        if set(self.bpd) != set(BPD_DEFAULTS):
+            raise ValueError(f"model.bpd takes {', '.join(BPD_DEFAULTS)}; got {', '.join(sorted(self.bpd))}")
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -152,6 +166,31 @@ class DDPM(IterativeModule):
                 filled = self.to_data_space(x)
                 out.append(torch.where(keep.bool().expand_as(filled), image[lo:hi].to(self.device), filled))
         return torch.cat(out)
+
+    # --- likelihood -----------------------------------------------------------------------------
+    def likelihood_protocol(self) -> dict[str, Any] | None:
+        """The variational bound of images (Ho et al. 2020); ``None`` on 2-D data (no quantisation)."""
+        if self.spec.kind != "image":
+            return None
+        T = self.diffusion.num_timesteps
+        k = self.bound_terms
+        return {"kind": "bound", "levels": self.bpd["levels"], "variance": self.bpd["variance"],
+                "kl_terms": "all" if k is None or k >= T - 1 else f"{k} of {T - 1}, stratified",
+                "quantisation": "level = round(x * (levels - 1)) of x in [0, 1]; decoder bins of that width"}
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """(B,) the variational bound on -log2 p(x) per dimension of images ``x`` (B, C, H, W) in [0, 1],
+        quantised to ``bpd.levels``, with the EMA weights if any (unconditional: "no class" for a
+        conditional model)."""
+        if self.likelihood_protocol() is None:
+            raise NotImplementedError(f"a DDPM of {self.spec.kind} data has no bits per dimension")
+        levels = self.bpd["levels"]
+        q = (x.to(self.device).clamp(0, 1) * (levels - 1)).round() / (levels - 1)
+        generator = torch.Generator(device=self.device).manual_seed(int(self.bpd["seed"]))
+        with self.sampling_mode():
+            return variational_bound_bits(self.diffusion, self.prediction(None), self.to_model_space(q),
+                                          levels, self.bound_terms, self.bpd["variance"], generator,
+                                          progress=self.progress)
 
     def deterministic_sampler(self, sampler: SamplerFactory | None = None) -> SamplerFactory:
         factory = sampler or self.sampler
