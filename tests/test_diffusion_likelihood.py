@@ -93,31 +93,32 @@ def test_the_decoder_bins_sum_to_one_and_the_edge_bins_are_open():
 
 
 def test_the_stratified_estimate_weights_its_terms_by_their_strata_and_is_unbiased():
-    picks = strata(999, 10, torch.Generator().manual_seed(1))
-    assert len(picks) == 10 and sum(w for _, w in picks) == 999
-    edges = [1 + round(i * 999 / 10) for i in range(11)]
-    assert all(lo <= t < hi for (t, _), lo, hi in zip(picks, edges[:-1], edges[1:], strict=True))
+    picks = strata(999, 100, torch.Generator().manual_seed(1))
+    assert len(picks) == 100 and sum(w for _, w in picks) == 999
+    assert picks[:10] == [(t, 1.0) for t in range(1, 11)]  # the smallest t exactly
+    edges = [11 + round(i * 989 / 90) for i in range(91)]
+    assert all(lo <= t < hi for (t, _), lo, hi in zip(picks[10:], edges[:-1], edges[1:], strict=True))
     assert strata(5, None) == strata(5, 9) == [(t, 1.0) for t in range(1, 6)]
     # each stratum's pick is uniform over it: the expectation of the weighted sum is the full sum
     g = torch.Generator().manual_seed(3)
     counts = torch.zeros(50)
     for _ in range(4000):
-        for t, _ in strata(49, 5, g):
+        for t, _ in strata(49, 6, g):  # t = 1, 2, 3 exactly, then strata of 15, 16, 15 from 4..49
             counts[t] += 1
     assert counts[0] == 0 and (counts[1:] > 0).all()
-    freq = counts[1:] / 4000  # stratum sizes 10, 10, 10, 9, 10 (edges 1, 11, 21, 30, 40, 50)
-    sizes = torch.cat([torch.full((10,), 10.0), torch.full((10,), 10.0), torch.full((9,), 9.0),
-                       torch.full((10,), 10.0), torch.full((10,), 10.0)])
-    assert [1 + round(i * 49 / 5) for i in range(6)] == [1, 11, 21, 30, 40, 50]
+    freq = counts[1:] / 4000
+    assert [4 + round(i * 46 / 3) for i in range(4)] == [4, 19, 35, 50]
+    sizes = torch.cat([torch.ones(3), torch.full((15,), 15.0), torch.full((16,), 16.0),
+                       torch.full((15,), 15.0)])
     assert (freq - 1 / sizes).abs().max() < 0.03
-    # and the bound from 5 of the 49 reverse KLs is the closed form over those picks, weighted
+    # and the bound from 6 of the 49 reverse KLs is the closed form over those picks, weighted
     T, c = 50, 2 * 150 / 255 - 1
     d = GaussianDiffusion(T)
     x0 = torch.full((1, 1, 2, 2), c)
     for seed in range(3):
-        picks = strata(T - 1, 5, torch.Generator().manual_seed(seed))
+        picks = strata(T - 1, 6, torch.Generator().manual_seed(seed))
         g = torch.Generator().manual_seed(seed)
-        est = variational_bound_bits(d, ExactEps(d, c), x0, LEVELS, 5, "beta", g)
+        est = variational_bound_bits(d, ExactEps(d, c), x0, LEVELS, 6, "beta", g)
         assert est.item() == pytest.approx(closed_form_bits(T, c, "beta", picks), rel=1e-4)
 
 
@@ -155,6 +156,7 @@ def test_the_bpd_score_of_a_ddpm_uses_eval_bpd_bound_terms(tmp_path):
     result = Evaluator(cfg.eval, digits).evaluate(model)
     proto = result.protocols[result.scores["bpd"]["protocol_id"]]
     assert proto["likelihood"]["kind"] == "bound" and proto["likelihood"]["kl_terms"] == "4 of 19, stratified"
+    assert proto["likelihood"]["kl_terms_exact"] == 2  # the smallest t: min(10, 4 // 2)
     assert proto["num_images"] == 16 and model.bound_terms == 4
     x = torch.stack([digits.heldout_set[i][0] for i in subset_indices(len(digits.heldout_set), 16, 0)])
     assert result.scores["bpd"]["value"] == pytest.approx(model.bits_per_dim(x).mean().item(), rel=1e-5)

@@ -13,8 +13,8 @@ Timesteps are 0-indexed as in :mod:`gen_bench.diffusion.process`: index ``t`` is
 so index 0 is the decoder and indices 1..T-1 are the KL terms. The decoder's variance is
 beta-tilde at index 1 for both choices, as in Ho et al.'s code (beta-tilde is 0 at index 0).
 Summing all T - 1 KL terms costs one network pass per term; ``timesteps=K`` estimates their sum
-without bias from K terms, one drawn uniformly from each of K equal strata and weighted by the
-stratum's size.
+without bias from K terms: the first few exactly, then one drawn uniformly from each of equal strata
+of the rest, weighted by the stratum's size (:func:`strata`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from gen_bench.diffusion.process import GaussianDiffusion, extract
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 VARIANCES = ("beta", "posterior")
+HEAD = 10  # KL terms of the smallest t always evaluated exactly by a subset (strata)
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, std: Tensor, levels: int) -> Tensor:
@@ -49,14 +50,17 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, std: Tensor, le
 
 def strata(num: int, k: int | None, generator: torch.Generator | None = None) -> list[tuple[int, float]]:
     """(index, weight) of the KL terms 1..num that are evaluated: all with weight 1 when ``k`` is None
-    or >= num, else one index drawn uniformly from each of ``k`` near-equal strata, weighted by the
-    stratum's size (an unbiased estimate of the sum)."""
+    or >= num; else the first ``min(HEAD, k // 2)`` exactly (the smallest t carry most of the bound and
+    vary most between neighbours), and one index drawn uniformly from each of the remaining near-equal
+    strata of the rest, weighted by the stratum's size: an unbiased estimate of the sum."""
     if k is None or k >= num:
         return [(t, 1.0) for t in range(1, num + 1)]
     if k < 1:
         raise ValueError(f"timesteps must be >= 1 or None (all), got {k}")
-    edges = [1 + round(i * num / k) for i in range(k + 1)]
-    out = []
+    head = min(HEAD, k // 2)
+    out = [(t, 1.0) for t in range(1, head + 1)]
+    rest, n = num - head, k - head
+    edges = [head + 1 + round(i * rest / n) for i in range(n + 1)]
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         pick = lo + int(torch.randint(hi - lo, (1,), generator=generator))
         out.append((pick, float(hi - lo)))

@@ -31,7 +31,7 @@ from gen_bench.diffusion import (
     sample_loop,
     sampler_class,
 )
-from gen_bench.diffusion.likelihood import variational_bound_bits
+from gen_bench.diffusion.likelihood import HEAD, variational_bound_bits
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
@@ -176,6 +176,7 @@ class DDPM(IterativeModule):
         k = self.bound_terms
         return {"kind": "bound", "levels": self.bpd["levels"], "variance": self.bpd["variance"],
                 "kl_terms": "all" if k is None or k >= T - 1 else f"{k} of {T - 1}, stratified",
+                "kl_terms_exact": T - 1 if k is None or k >= T - 1 else min(HEAD, k // 2),
                 "quantisation": "level = round(x * (levels - 1)) of x in [0, 1]; decoder bins of that width"}
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
