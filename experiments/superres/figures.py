@@ -30,7 +30,8 @@ from gen_bench.rundir import RunRecord, collect_runs  # noqa: E402
 
 OUT = Path(__file__).parent
 LADDER = {"i2i_regression": "L2", "i2i_perceptual": "+ perceptual", "i2i_gan": "+ adversarial (GAN)",
-          "i2i_diffusion": "diffusion (SR3)"}
+          "i2i_diffusion": "conditional diffusion"}
+DIFFUSION = {"SuperResolution": "diffusion (SR3)", "Inpainting": "diffusion (Palette-style)"}
 METRICS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "fid": "FID ↓", "sharpness": "sharpness (1 = real)",
            "consistency": "consistency (MSE) ↓", "diversity": "diversity (std)"}
 GRID_SEED = 2024  # which held-out inputs the grid shows, and the diffusion model's noise
@@ -44,11 +45,17 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.4g} ± {std:.2g}"
 
 
+def labels(runs: list[RunRecord]) -> dict[str, str]:
+    """The ladder's column names, the diffusion model's after its task (SR3 or Palette)."""
+    target = ((runs[0].config.get("data") or {}).get("task") or {}).get("_target_", "")
+    return {**LADDER, "i2i_diffusion": DIFFUSION.get(target.rsplit(".", 1)[-1], LADDER["i2i_diffusion"])}
+
+
 def table(runs: list[RunRecord]) -> str:
     """Markdown: one row per model of the ladder, mean ± std over its completed seeds."""
     lines = ["| model | " + " | ".join(METRICS.values()) + " | seeds | wall time per run (s) |",
              "|---|" + "---|" * (len(METRICS) + 2)]
-    for model, label in LADDER.items():
+    for model, label in labels(runs).items():
         done = [r for r in runs if r.model == model and r.status == "completed"]
         if not done:
             continue
@@ -62,7 +69,7 @@ def grid(runs: list[RunRecord], path: Path, rows: int = 8) -> Path:
     """input | one column per model (seed 0) | target, for the same ``rows`` held-out inputs."""
     columns: list[tuple[str, torch.Tensor]] = []
     target = x_in = task = None
-    for model_name, label in LADDER.items():
+    for model_name, label in labels(runs).items():
         seed0 = [r for r in runs if r.model == model_name and r.seed == 0 and r.status == "completed"]
         if not seed0:
             continue
