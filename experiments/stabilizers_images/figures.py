@@ -36,6 +36,16 @@ COLUMNS = [("FID", "fid", ".3g", 1), ("modes (of 1000)", "modes", ".4g", 1), ("K
            ("modes among confident", "modes_confident", ".3g", 1)]
 
 
+def settings_of(runs: list[RunRecord]) -> list[str]:
+    """The sweep's learning-rate settings, DCGAN's own first."""
+    return sorted({arm_of(r)[0] for r in runs}, key=lambda s: (s != "default", s))
+
+
+def smooth(values: list[float], k: int = 5) -> list[float]:
+    """Running mean over ``k`` logged steps (len(values) - k + 1 values)."""
+    return torch.tensor(values).unfold(0, k, 1).mean(1).tolist()
+
+
 def arm_of(run: RunRecord) -> tuple[str, str]:
     """(setting, stabilizer) of a run of the sweep."""
     return str(run.config.get("setting", "?")), str(run.config.get("stabilizer", "?"))
@@ -51,7 +61,7 @@ def log_stats(rows: list[dict[str, float]]) -> tuple[float | None, float | None]
         wins = sum(f < D_WINS for f in half) / len(half)
     peak = None
     if len(loss_g) >= 5:
-        peak = max(torch.tensor(loss_g).unfold(0, 5, 1).mean(1).tolist())
+        peak = max(smooth(loss_g))
     return wins, peak
 
 
@@ -67,7 +77,7 @@ def table(runs: list[RunRecord]) -> str:
     header = (["setting", "arm"] + [c[0] for c in COLUMNS]
               + ["D wins (2nd half, %)", "max loss_g", "seeds", "wall time per run (s)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    settings = sorted({arm_of(r)[0] for r in runs}, key=lambda s: (s != "default", s))
+    settings = settings_of(runs)
     for setting in settings:
         for stab in ARMS:
             done = [r for r in runs if arm_of(r) == (setting, stab) and r.status == "completed"]
@@ -97,7 +107,7 @@ def table(runs: list[RunRecord]) -> str:
 
 
 def loss_figure(runs: list[RunRecord], path: Path) -> Path:
-    settings = sorted({arm_of(r)[0] for r in runs}, key=lambda s: (s != "default", s))
+    settings = settings_of(runs)
     fig, axes = plt.subplots(len(settings), len(ARMS), figsize=(3.1 * len(ARMS), 2.6 * len(settings)),
                              sharex=True, sharey="row", squeeze=False, dpi=100)
     for i, setting in enumerate(settings):
@@ -110,8 +120,7 @@ def loss_figure(runs: list[RunRecord], path: Path) -> Path:
                     if len(pts) < 5:
                         continue
                     xs, ys = zip(*pts, strict=True)
-                    smooth = torch.tensor(ys).unfold(0, 5, 1).mean(1).tolist()
-                    ax.plot(xs[4:], smooth, lw=1, alpha=0.8, color=color,
+                    ax.plot(xs[4:], smooth(list(ys)), lw=1, alpha=0.8, color=color,
                             label=key.removeprefix("train/") if r.seed == 0 else None)
             ax.set_title(f"{stab} ({setting})", fontsize=9)
             ax.grid(alpha=0.3)
@@ -127,7 +136,7 @@ def loss_figure(runs: list[RunRecord], path: Path) -> Path:
 
 
 def samples_figure(runs: list[RunRecord], path: Path) -> Path:
-    settings = sorted({arm_of(r)[0] for r in runs}, key=lambda s: (s != "default", s))
+    settings = settings_of(runs)
     fig, axes = plt.subplots(len(settings), len(ARMS), figsize=(2.6 * len(ARMS), 2.8 * len(settings)),
                              squeeze=False, dpi=100)
     for i, setting in enumerate(settings):

@@ -48,6 +48,11 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, std: Tensor, le
     return (upper - lower).clamp_min(1e-12).log()
 
 
+def exact_terms(num: int, k: int | None) -> int:
+    """How many of the KL terms 1..num :func:`strata` evaluates exactly for ``k`` terms in all."""
+    return num if k is None or k >= num else min(HEAD, k // 2)
+
+
 def strata(num: int, k: int | None, generator: torch.Generator | None = None) -> list[tuple[int, float]]:
     """(index, weight) of the KL terms 1..num that are evaluated: all with weight 1 when ``k`` is None
     or >= num; else the first ``min(HEAD, k // 2)`` exactly, and one index drawn uniformly from each
@@ -59,7 +64,7 @@ def strata(num: int, k: int | None, generator: torch.Generator | None = None) ->
         return [(t, 1.0) for t in range(1, num + 1)]
     if k < 1:
         raise ValueError(f"timesteps must be >= 1 or None (all), got {k}")
-    head = min(HEAD, k // 2)
+    head = exact_terms(num, k)
     out = [(t, 1.0) for t in range(1, head + 1)]
     n = k - head
     lo, hi = head + 1, num + 1

@@ -57,12 +57,12 @@ class BitsPerDimScore(Score):
         if model is None:
             raise NotApplicable("bits per dimension score a model's likelihood; these samples come without "
                                 "their model")
-        model.bound_terms = ctx.settings.bpd.bound_terms
+        s = ctx.settings.bpd
+        model.bound_terms = s.bound_terms  # what a bound (DDPM's) evaluates, recorded in its protocol
         likelihood = model.likelihood_protocol()
         if likelihood is None:
             raise NotApplicable(f"{type(model).__name__} has no likelihood (likelihood models: pixelcnn, and "
                                 "ddpm on images: a bound)")
-        s = ctx.settings.bpd
         dm = ctx.datamodule
         n = len(split_dataset(dm, s.split))
         if n == 0:
@@ -72,7 +72,7 @@ class BitsPerDimScore(Score):
         self.indices = subset_indices(n, s.num_samples, s.subset_seed)
         self.batch_size = ctx.settings.batch_size
         self.likelihood = dict(likelihood)
-        self.bound_terms = ctx.settings.bpd.bound_terms
+        self.bound_terms = s.bound_terms
         self.fields = {"split": s.split, "num_images": n if self.indices is None else len(self.indices),
                        "subset_seed": None if self.indices is None else s.subset_seed}
         self.metric = MeanBits().to(ctx.device)

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from gen_bench.ema import EMAWeights
 
 
+def quantise(x: Tensor, levels: int) -> Tensor:
+    """[0, 1] images -> levels ``round(x * (levels - 1))`` (long): how likelihood models quantise."""
+    return (x.clamp(0, 1) * (levels - 1)).round().long()
+
+
 class GenerativeModule(L.LightningModule):
     """Base class of every model.
 

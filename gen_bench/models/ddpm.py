@@ -31,7 +31,8 @@ from gen_bench.diffusion import (
     sample_loop,
     sampler_class,
 )
-from gen_bench.diffusion.likelihood import HEAD, variational_bound_bits
+from gen_bench.diffusion.likelihood import exact_terms, variational_bound_bits
+from gen_bench.models.base import quantise
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
 
@@ -172,11 +173,10 @@ class DDPM(IterativeModule):
         """The variational bound of images (Ho et al. 2020); ``None`` on 2-D data (no quantisation)."""
         if self.spec.kind != "image":
             return None
-        T = self.diffusion.num_timesteps
-        k = self.bound_terms
+        num, k = self.diffusion.num_timesteps - 1, self.bound_terms
+        exact = exact_terms(num, k)
         return {"kind": "bound", "levels": self.bpd["levels"], "variance": self.bpd["variance"],
-                "kl_terms": "all" if k is None or k >= T - 1 else f"{k} of {T - 1}, stratified",
-                "kl_terms_exact": T - 1 if k is None or k >= T - 1 else min(HEAD, k // 2),
+                "kl_terms": "all" if exact == num else f"{k} of {num}, stratified", "kl_terms_exact": exact,
                 "quantisation": "level = round(x * (levels - 1)) of x in [0, 1]; decoder bins of that width"}
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
@@ -186,7 +186,7 @@ class DDPM(IterativeModule):
         if self.likelihood_protocol() is None:
             raise NotImplementedError(f"a DDPM of {self.spec.kind} data has no bits per dimension")
         levels = self.bpd["levels"]
-        q = (x.to(self.device).clamp(0, 1) * (levels - 1)).round() / (levels - 1)
+        q = quantise(x.to(self.device), levels).float() / (levels - 1)
         generator = torch.Generator(device=self.device).manual_seed(int(self.bpd["seed"]))
         with self.sampling_mode():
             return variational_bound_bits(self.diffusion, self.prediction(None), self.to_model_space(q),

@@ -22,7 +22,7 @@ from torch import Tensor
 from gen_bench import keys
 from gen_bench.data.spec import DataSpec
 from gen_bench.ema import EMASampling
-from gen_bench.models.base import GenerativeModule
+from gen_bench.models.base import GenerativeModule, quantise
 from gen_bench.models.gan import OptimizerFactory
 from gen_bench.models.nets.pixelcnn import GatedPixelCNN
 
@@ -71,7 +71,7 @@ class PixelCNN(EMASampling, GenerativeModule):
     # --- data <-> levels --------------------------------------------------------------------------
     def quantise(self, x: Tensor) -> Tensor:
         """[0, 1] images -> levels ``round(x * (levels - 1))`` (long)."""
-        return (x.clamp(0, 1) * (self.levels - 1)).round().long()
+        return quantise(x, self.levels)
 
     def nll_bits(self, q: Tensor) -> Tensor:
         """(B,) negative log-likelihood of (B, C, H, W) levels ``q`` in bits per dimension."""
