@@ -299,3 +299,23 @@ def test_a_training_sampler_that_cannot_work_fails_before_training(tmp_path):
         summary = run_training(compose_train([*DDPM_TOY, "trainer.max_steps=3",
                                               "model.training_sampler.steps=50"], tmp_path))
     assert summary is None and not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_sampling_repaint_and_the_bound_read_an_x0_or_v_denoiser_as_eps(prediction):
+    """``DDPM.prediction`` (what sampling, RePaint and the variational bound call) turns a denoiser of
+    x_0 or v into the eps the samplers step with: with the exact denoiser of one point x*, the eps of
+    q_sample itself."""
+    diffusion = GaussianDiffusion(50, prediction=prediction)
+    star = torch.tensor([0.4, -0.3])
+
+    class Exact(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            ab = diffusion.alphas_cumprod[t, None]
+            return diffusion.target(star.expand_as(x), t, (x - ab.sqrt() * star) / (1 - ab).sqrt())
+
+    model = DDPM(TOY, Exact(), diffusion, torch.optim.Adam, progress=False)
+    g = torch.Generator().manual_seed(2)
+    eps, t = torch.randn(8, 2, generator=g), torch.randint(50, (8,), generator=g)
+    x_t = diffusion.q_sample(star.expand(8, 2), t, eps)
+    assert torch.allclose(model.prediction(None)(x_t, t), eps, rtol=1e-3, atol=1e-3)

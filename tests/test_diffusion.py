@@ -121,6 +121,50 @@ def test_loss_is_the_eps_mse_and_uses_only_its_generator():
     assert a == b and torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_each_prediction_s_target_stands_for_the_noise_and_its_oracle_has_zero_loss(prediction):
+    """target(x0, t, eps) -> eps_from_output recovers eps at every t; for one point x* the network
+    that knows it (eps = (x_t - sqrt(ab) x*) / sqrt(1 - ab)) has loss 0 in every parameterisation."""
+    d = GaussianDiffusion(1000, prediction=prediction)
+    g = torch.Generator().manual_seed(5)
+    x0, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    t = torch.tensor([0, 1, 100, 500, 900, 999])
+    xt = d.q_sample(x0, t, eps)
+    assert torch.allclose(d.eps_from_output(d.target(x0, t, eps), xt, t), eps, rtol=1e-3, atol=2e-3)
+    star = torch.tensor([0.3, -0.7, 0.1])
+    ab = d.alphas_cumprod
+
+    def oracle(x, tt):
+        noise = (x - ab[tt, None].sqrt() * star) / (1 - ab[tt, None]).sqrt()
+        return d.target(star.expand_as(x), tt, noise)
+
+    assert d.loss(oracle, star.expand(64, 3), generator=g).item() < 1e-8
+    assert torch.allclose(d.eps_denoiser(oracle)(xt, t), (xt - ab[t, None].sqrt() * star)
+                          / (1 - ab[t, None]).sqrt(), rtol=1e-3, atol=2e-3)
+
+
+def test_an_output_error_reaches_x0_scaled_by_the_parameterisation():
+    """An error e in the network's output is an error in the x_0 the samplers step from of
+    -sqrt(1/ab - 1) e (eps: about 160 e at the last step of the linear schedule), e (x_0) and
+    -sqrt(1 - ab) e (v): why x_0 and v train the image at high noise where eps hardly does."""
+    t = torch.tensor([10, 500, 999])
+    ab = GaussianDiffusion(1000).alphas_cumprod[t].double()
+    factors = {"eps": -(1 / ab - 1).sqrt(), "x0": torch.ones(3, dtype=torch.float64), "v": -(1 - ab).sqrt()}
+    x0, eps, err = torch.zeros(3, 1) + 0.4, torch.zeros(3, 1) - 0.2, 1e-3
+    for prediction, factor in factors.items():
+        d = GaussianDiffusion(1000, prediction=prediction)
+        xt = d.q_sample(x0, t, eps)
+        out = d.target(x0, t, eps) + err
+        got = d.predict_x0_from_eps(xt, t, d.eps_from_output(out, xt, t)) - x0
+        assert torch.allclose(got[:, 0].double(), factor * err, rtol=2e-3, atol=2e-6)
+    assert 150 < -factors["eps"][-1] < 170
+
+
+def test_an_unknown_prediction_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="'eps', 'x0', 'v'"):
+        GaussianDiffusion(10, prediction="score")
+
+
 def _net(seed: int = 0) -> MLPDenoiser:
     torch.manual_seed(seed)
     return MLPDenoiser(TOY, hidden=16, depth=2).eval()

@@ -6,6 +6,7 @@ on another model's samples."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from PIL import Image
 
 from gen_bench.checkpoint import load_model
 from gen_bench.config import config_dir
-from gen_bench.diffusion import repaint_passes
+from gen_bench.data.paired import SuperResolution
+from gen_bench.data.spec import DataSpec
+from gen_bench.diffusion import DDIMSampler, GaussianDiffusion, repaint_passes
 from gen_bench.inpaint import inpaint_command
 from gen_bench.models.conditional_ddpm import ConditionalDDPM
 from gen_bench.models.image_to_image import ImageTranslator
@@ -144,3 +147,33 @@ def test_gen_bench_sample_upscales_another_model_s_samples(runs, tmp_path):
     with pytest.raises(ValueError, match="is not a super-resolution model .*task=inpaint"):
         sample_command(_compose("sample", [f"ckpt={base}", f"upscale={runs['i2i_perceptual']}",
                                            f"out={out}"]))
+
+
+class _TargetIsTheCondition(torch.nn.Module):
+    """The exact network of a task whose target is its condition, in the process's parameterisation:
+    at (cat[x_t, c], t) the noise is (x_t - sqrt(ab) c) / sqrt(1 - ab)."""
+
+    def __init__(self, diffusion: GaussianDiffusion) -> None:
+        super().__init__()
+        self.diffusion, self.scale = diffusion, torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, xc: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x, c = xc.chunk(2, dim=1)
+        ab = self.diffusion.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return self.diffusion.target(c, t, (x - ab.sqrt() * c) / (1 - ab).sqrt()) * self.scale
+
+
+@pytest.mark.parametrize("sampler", [None, partial(DDIMSampler, steps=1, eta=0.0)],
+                         ids=["ancestral", "ddim1"])
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_conditional_diffusion_samples_through_its_parameterisation(prediction, sampler):
+    """With the exact network of "target = the upsampled input", every step's x_0 is that input, so
+    the ancestral sampler and one DDIM step from x_T end on it: only if the sampler reads the network's
+    x_0 or v as what it is."""
+    diffusion = GaussianDiffusion(20, prediction=prediction)
+    spec = DataSpec(kind="image", shape=(3, 8, 8), task=SuperResolution(factor=2))
+    net = _TargetIsTheCondition(diffusion)
+    model = ConditionalDDPM(spec, net, diffusion, torch.optim.Adam, progress=False)
+    x_in = 0.1 + 0.8 * torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = model.translate(x_in, torch.Generator().manual_seed(1), sampler)
+    assert torch.allclose(out, spec.task.condition(x_in).clamp(0, 1), atol=1e-4)

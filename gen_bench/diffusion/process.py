@@ -1,9 +1,12 @@
 """The Gaussian diffusion process of Ho et al. 2020: schedule buffers, q_sample, posterior, loss.
 
-The process knows nothing about the network (called as ``denoiser(x_t, t)``, predicting the noise
-epsilon) nor about samplers, which only read its buffers. Timesteps are 0-indexed: index ``t`` is
-the paper's step ``t + 1``, so ``alphas_cumprod[0] = 1 - beta_1`` and the "previous" cumulative
-product before the first step is 1.
+The process knows nothing about the network (called as ``denoiser(x_t, t)``) nor about samplers,
+which only read its buffers and take the noise epsilon. What the network predicts is the process's
+``prediction``: epsilon (Ho et al. 2020), x_0, or v = sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0
+(Salimans and Ho 2022); :meth:`GaussianDiffusion.loss` regresses that target and
+:meth:`GaussianDiffusion.eps_denoiser` turns the network into the eps-predictor the samplers read.
+Timesteps are 0-indexed: index ``t`` is the paper's step ``t + 1``, so ``alphas_cumprod[0] = 1 - beta_1``
+and the "previous" cumulative product before the first step is 1.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from torch import Tensor, nn
 from gen_bench.diffusion.schedules import cosine_beta_schedule, linear_beta_schedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+PREDICTIONS = ("eps", "x0", "v")
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -42,6 +47,10 @@ class GaussianDiffusion(nn.Module):
         beta_start: First beta of the linear schedule.
         beta_end: Last beta of the linear schedule.
         cosine_s: Offset s of the cosine schedule.
+        prediction: What the network predicts: ``eps`` (the noise, L_simple of Ho et al.), ``x0`` (the
+            clean data) or ``v`` (sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0, Salimans and Ho 2022).
+            With eps, an error e at the last step of the linear schedule is an error of about 160 e
+            in the x_0 it implies, so the loss hardly trains the image at high noise; x0 and v bound it.
     """
 
     betas: Tensor
@@ -56,8 +65,10 @@ class GaussianDiffusion(nn.Module):
     posterior_mean_coef2: Tensor
 
     def __init__(self, num_timesteps: int = 1000, schedule: str = "linear", beta_start: float = 1e-4,
-                 beta_end: float = 0.02, cosine_s: float = 0.008) -> None:
+                 beta_end: float = 0.02, cosine_s: float = 0.008, prediction: str = "eps") -> None:
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(map(repr, PREDICTIONS))}")
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
         schedules = {
@@ -69,6 +80,7 @@ class GaussianDiffusion(nn.Module):
         betas = schedules[schedule]()
         self.num_timesteps = num_timesteps
         self.schedule = schedule
+        self.prediction = prediction
 
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, 0)
@@ -91,7 +103,8 @@ class GaussianDiffusion(nn.Module):
             self.register_buffer(name, value.float())
 
     def extra_repr(self) -> str:
-        return f"num_timesteps={self.num_timesteps}, schedule={self.schedule!r}"
+        return (f"num_timesteps={self.num_timesteps}, schedule={self.schedule!r}, "
+                f"prediction={self.prediction!r}")
 
     # --- forward process ----------------------------------------------------------------------
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,6 +134,33 @@ class GaussianDiffusion(nn.Module):
         return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0)
                 / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim))
 
+    # --- the network's parameterisation -------------------------------------------------------------
+    def target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """What the network regresses at x_t = q_sample(x0, t, noise): eps, x_0 or v (``prediction``)."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        return (extract(self.sqrt_alphas_cumprod, t, x0.ndim) * noise
+                - extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0)
+
+    def eps_from_output(self, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The eps that the network's ``output`` at (x_t, t) stands for (the inverse of :meth:`target`):
+        v -> sqrt(alpha-bar) v + sqrt(1 - alpha-bar) x_t; x_0 -> :meth:`predict_eps_from_x0`."""
+        if self.prediction == "eps":
+            return output
+        if self.prediction == "x0":
+            return self.predict_eps_from_x0(x_t, t, output)
+        return (extract(self.sqrt_alphas_cumprod, t, x_t.ndim) * output
+                + extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t)
+
+    def eps_denoiser(self, net: Denoiser) -> Denoiser:
+        """``(x_t, t) -> eps`` from a network that predicts this process's ``prediction``: what the
+        samplers and the likelihood read."""
+        if self.prediction == "eps":
+            return net
+        return lambda x_t, t: self.eps_from_output(net(x_t, t), x_t, t)
+
     def one_minus_alpha_ratio(self, t: int, t_prev: int) -> Tensor:
         """1 - alphas_cumprod[t] / alphas_cumprod[t_prev] as a 0-dim tensor (``t_prev = -1``: the
         previous alpha-bar is 1).
@@ -137,10 +177,11 @@ class GaussianDiffusion(nn.Module):
     # --- training -----------------------------------------------------------------------------
     def loss(self, denoiser: Denoiser, x0: Tensor, t: Tensor | None = None, noise: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
-        """L_simple (eq. 14 of DDPM): || eps - denoiser(x_t, t) ||^2, averaged over every element.
+        """L_simple (eq. 14 of DDPM): || target - denoiser(x_t, t) ||^2, averaged over every element; the
+        target is eps, x_0 or v (:meth:`target`, ``prediction``).
 
         Args:
-            denoiser: ``(x_t, t) -> eps`` prediction.
+            denoiser: ``(x_t, t) ->`` the network's prediction (eps, x_0 or v).
             x0: (B, ...) clean data in model space.
             t: (B,) timesteps; uniform on {0, ..., T-1} when not given.
             noise: Noise like ``x0``; standard normal when not given.
@@ -152,4 +193,4 @@ class GaussianDiffusion(nn.Module):
             t = t.to(x0.device)
         if noise is None:
             noise = randn_like(x0, generator)
-        return F.mse_loss(denoiser(self.q_sample(x0, t, noise), t), noise)
+        return F.mse_loss(denoiser(self.q_sample(x0, t, noise), t), self.target(x0, t, noise))

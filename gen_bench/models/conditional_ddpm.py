@@ -1,10 +1,12 @@
 """Conditional diffusion for a paired task: SR3 (Saharia et al. 2022) for super-resolution and
 Palette-style (Saharia et al. 2022b) for inpainting.
 
-A DDPM (:class:`~gen_bench.diffusion.GaussianDiffusion`, eps-prediction, L_simple) whose denoiser
-reads the noisy target x_t and the task's condition concatenated along channels (SR3 sec. 2.4: the
-bicubic-upsampled low-resolution image; for inpainting the masked image and its mask):
-``eps = net(cat[x_t, c], t)``, the same ``UNet(condition=true)`` the regression models train. Any
+A DDPM (:class:`~gen_bench.diffusion.GaussianDiffusion`, L_simple) whose denoiser reads the noisy
+target x_t and the task's condition concatenated along channels (SR3 sec. 2.4: the bicubic-upsampled
+low-resolution image; for inpainting the masked image and its mask): ``net(cat[x_t, c], t)``, the
+same ``UNet(condition=true)`` the regression models train. It predicts what the process's
+``prediction`` says: eps as SR3, or v (Salimans and Ho 2022), which trains the image at high noise
+levels, where the condition decides the output, within a CPU budget of updates. Any
 diffusion sampler runs it, chosen at sampling time without retraining (``sampler=ddim`` ...); for
 inpainting the known pixels are put back into the output.
 """
@@ -30,7 +32,7 @@ class ConditionalDDPM(WarmupOptimization, ImageToImageModule):
 
     Args:
         spec: The dataset's spec, with its paired task.
-        net: ``UNet(condition=true)``: (cat[x_t, c] (B, C + K, H, W), t (B,)) -> eps (B, C, H, W).
+        net: ``UNet(condition=true)``: (cat[x_t, c] (B, C + K, H, W), t (B,)) -> eps, x_0 or v (B, C, H, W).
         diffusion: The Gaussian process (T, schedule).
         optimizer: Factory ``params -> Optimizer`` (Hydra ``_partial_``).
         sampler: Factory of the model's own sampler (default: ancestral DDPM).
@@ -52,7 +54,8 @@ class ConditionalDDPM(WarmupOptimization, ImageToImageModule):
         self.grad_clip = grad_clip
 
     def denoiser(self, condition: Tensor):
-        """``(x_t, t) -> eps`` for the model-space ``condition`` of the batch."""
+        """``(x_t, t) ->`` the network's prediction (eps, x_0 or v: ``diffusion.prediction``) for the
+        model-space ``condition`` of the batch."""
         return lambda x, t: self.net(torch.cat([x, condition], dim=1), t)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -71,5 +74,5 @@ class ConditionalDDPM(WarmupOptimization, ImageToImageModule):
     def generate(self, x_in: Tensor, generator: torch.Generator | None, sampler: Any) -> Tensor:
         bound = self.bind_sampler(sampler)
         noise = self.randn(x_in.shape[0], *self.spec.shape, generator=generator)
-        denoiser = self.denoiser(self.condition(x_in))
+        denoiser = self.diffusion.eps_denoiser(self.denoiser(self.condition(x_in)))
         return sample_loop(denoiser, bound, noise, generator, progress=self.progress)

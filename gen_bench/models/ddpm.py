@@ -12,6 +12,7 @@ conditioning with classifier-free guidance (``conditional``, ``p_uncond``, ``gui
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -34,7 +35,7 @@ from gen_bench.diffusion import (
 from gen_bench.diffusion.likelihood import exact_terms, variational_bound_bits
 from gen_bench.models.base import quantise
 from gen_bench.models.gan import OptimizerFactory
-from gen_bench.models.iterative import IterativeModule, default_toy_scale, random_hflip
+from gen_bench.models.iterative import IterativeModule, LabelledNet, default_toy_scale, random_hflip
 
 __all__ = ["DDPM", "bind_diffusion_sampler", "default_toy_scale", "random_hflip"]
 
@@ -59,9 +60,9 @@ class DDPM(IterativeModule):
 
     Args:
         spec: The dataset's spec.
-        denoiser: ``(x_t (B, ...), t (B,) long[, y (B,)]) -> eps (B, ...)``; takes class labels ``y``
-            when the model is ``conditional``.
-        diffusion: The Gaussian process (T, schedule).
+        denoiser: ``(x_t (B, ...), t (B,) long[, y (B,)]) -> eps (B, ...)`` (or x_0 or v: what
+            ``diffusion.prediction`` says); takes class labels ``y`` when the model is ``conditional``.
+        diffusion: The Gaussian process (T, schedule, what the denoiser predicts).
         optimizer: Factory ``params -> Optimizer`` (Hydra ``_partial_``).
         sampler: Factory ``(diffusion, clip_x0=...) -> Sampler`` used by :meth:`sample`
             (default: ancestral DDPM).
@@ -119,6 +120,12 @@ class DDPM(IterativeModule):
         return loss
 
     # --- sampling -----------------------------------------------------------------------------
+    def prediction(self, labels: Tensor | None,
+                   net: LabelledNet | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(x_t, t) -> eps`` for sampling, RePaint and the bound (guided as the base class), whatever the
+        denoiser predicts."""
+        return self.diffusion.eps_denoiser(super().prediction(labels, net))
+
     def bind_sampler(self, sampler: SamplerFactory | None = None) -> Sampler:
         """A sampler for this model's process, clipping predicted images to [-1, 1]."""
         return bind_diffusion_sampler(sampler or self.sampler, self.diffusion,
