@@ -149,31 +149,38 @@ def test_gen_bench_sample_upscales_another_model_s_samples(runs, tmp_path):
                                            f"out={out}"]))
 
 
-class _TargetIsTheCondition(torch.nn.Module):
-    """The exact network of a task whose target is its condition, in the process's parameterisation:
-    at (cat[x_t, c], t) the noise is (x_t - sqrt(ab) c) / sqrt(1 - ab)."""
+class _Exact(torch.nn.Module):
+    """The exact network, in the process's parameterisation, of a diffused variable that is ``k`` times
+    the condition c: at (cat[x_t, c], t) the noise is (x_t - sqrt(ab) k c) / sqrt(1 - ab)."""
 
-    def __init__(self, diffusion: GaussianDiffusion) -> None:
+    def __init__(self, diffusion: GaussianDiffusion, k: float) -> None:
         super().__init__()
-        self.diffusion, self.scale = diffusion, torch.nn.Parameter(torch.ones(()))
+        self.diffusion, self.k, self.scale = diffusion, k, torch.nn.Parameter(torch.ones(()))
 
     def forward(self, xc: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x, c = xc.chunk(2, dim=1)
         ab = self.diffusion.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return self.diffusion.target(c, t, (x - ab.sqrt() * c) / (1 - ab).sqrt()) * self.scale
+        x0 = self.k * c
+        return self.diffusion.target(x0, t, (x - ab.sqrt() * x0) / (1 - ab).sqrt()) * self.scale
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("residual", [False, True], ids=["image", "residual"])
 @pytest.mark.parametrize("sampler", [None, partial(DDIMSampler, steps=1, eta=0.0)],
                          ids=["ancestral", "ddim1"])
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_conditional_diffusion_samples_through_its_parameterisation(prediction, sampler):
-    """With the exact network of "target = the upsampled input", every step's x_0 is that input, so
-    the ancestral sampler and one DDIM step from x_T end on it: only if the sampler reads the network's
-    x_0 or v as what it is."""
+def test_conditional_diffusion_samples_through_its_parameterisation(prediction, sampler, residual):
+    """Targets 1.1 x the upsampled input c (model space): the exact network of the image (1.1 c), or of
+    its residual to the estimate c (0.1 c), has zero loss, and every step's x_0 is that, so the
+    ancestral sampler and one DDIM step from x_T end on 1.1 c: only if the sampler reads the network's
+    x_0 or v as what it is and adds the estimate back to a residual."""
     diffusion = GaussianDiffusion(20, prediction=prediction)
     spec = DataSpec(kind="image", shape=(3, 8, 8), task=SuperResolution(factor=2))
-    net = _TargetIsTheCondition(diffusion)
-    model = ConditionalDDPM(spec, net, diffusion, torch.optim.Adam, progress=False)
-    x_in = 0.1 + 0.8 * torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    net = _Exact(diffusion, 0.1 if residual else 1.1)
+    model = ConditionalDDPM(spec, net, diffusion, torch.optim.Adam, residual=residual, progress=False)
+    x_in = 0.3 + 0.3 * torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    target = model.to_data_space(1.1 * model.condition(x_in))  # inside (0, 1): nothing clamped
+    assert 0 < target.min() and target.max() < 1
+    assert model.training_step((x_in, target, None), 0).item() < 1e-8
     out = model.translate(x_in, torch.Generator().manual_seed(1), sampler)
-    assert torch.allclose(out, spec.task.condition(x_in).clamp(0, 1), atol=1e-4)
+    assert torch.allclose(out, target.clamp(0, 1), atol=1e-4)
