@@ -31,7 +31,7 @@ from gen_bench.rundir import RunRecord, collect_runs  # noqa: E402
 OUT = Path(__file__).parent
 LADDER = {"i2i_regression": "L2", "i2i_perceptual": "+ perceptual", "i2i_gan": "+ adversarial (GAN)",
           "i2i_diffusion": "conditional diffusion"}
-DIFFUSION = {"SuperResolution": "diffusion (SR3)", "Inpainting": "diffusion (Palette-style)"}
+DIFFUSION = {"SuperResolution": "diffusion (SR3-style)", "Inpainting": "diffusion (Palette-style)"}
 METRICS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "fid": "FID ↓", "sharpness": "sharpness (1 = real)",
            "consistency": "consistency (MSE) ↓", "diversity": "diversity (std)"}
 GRID_SEED = 2024  # which held-out inputs the grid shows, and the diffusion model's noise
@@ -46,9 +46,16 @@ def _fmt(values: list[float]) -> str:
 
 
 def labels(runs: list[RunRecord]) -> dict[str, str]:
-    """The ladder's column names, the diffusion model's after its task (SR3 or Palette)."""
+    """The ladder's column names, the diffusion model's after its task (SR3 or Palette) and what it
+    diffuses and predicts (the image or its residual to the task's estimate; eps, x0 or v)."""
     target = ((runs[0].config.get("data") or {}).get("task") or {}).get("_target_", "")
-    return {**LADDER, "i2i_diffusion": DIFFUSION.get(target.rsplit(".", 1)[-1], LADDER["i2i_diffusion"])}
+    name = DIFFUSION.get(target.rsplit(".", 1)[-1], LADDER["i2i_diffusion"])
+    diffusion = [r.config.get("model") or {} for r in runs if r.model == "i2i_diffusion"]
+    if diffusion:
+        cfg = diffusion[0]
+        what = "residual" if cfg.get("residual") else "image"
+        name = f"{name}, {what}, {(cfg.get('diffusion') or {}).get('prediction', 'eps')}"
+    return {**LADDER, "i2i_diffusion": name}
 
 
 def table(runs: list[RunRecord]) -> str:
@@ -97,7 +104,7 @@ def grid(runs: list[RunRecord], path: Path, rows: int = 8) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=8)
+                ax.set_title(title.replace(", ", "\n", 1), fontsize=8)
     fig.suptitle(", ".join(f"{k} {v}" for k, v in task.describe().items()), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
