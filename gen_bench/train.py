@@ -349,6 +349,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         if finish_only:  # one step more, so Lightning runs the loop's end; _EndOnly takes the step back
             callbacks.insert(0, _EndOnly(done))
             trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": done + 1})
+        elif budget.active and target_steps is not None:
+            # the budget's steps, measured in an earlier session: Lightning stops a resumed run whose step
+            # is past trainer.max_steps before any callback (the ledger) could set them
+            trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_steps": target_steps})
         _configure_wandb(cfg, run_dir, resuming=ckpt_path is not None)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
         for lg in loggers:  # Lightning passes anonymous=None, which wandb warns about in every run

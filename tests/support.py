@@ -21,6 +21,18 @@ class Throttle(Callback):
         time.sleep(self.seconds)
 
 
+class SignalAt(Callback):
+    """Send this process ``signal`` (SIGTERM) after training step ``step``: an interruption at a known
+    step, in process."""
+
+    def __init__(self, step: int, signal: int = 15) -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
+
+
 class RankRecorder(Callback):
     """Record, per process, what each training batch drew: the real rows it trained on and the first
     latent of every fake batch; at the end, a digest of the weights. Written to

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from gen_bench import interrupt
 from gen_bench.compute import Budget, StepCost, count_flops, count_parameters
 from gen_bench.io import read_json
 from gen_bench.train import run_training
@@ -120,6 +121,21 @@ def test_a_budgeted_run_stops_at_the_budget_and_evaluates_at_its_fractions(tmp_p
     with pytest.raises(ValueError, match="smaller than one training step"):
         run_training(compose_train(_toy("dcgan", 10, f"budget.train_flops={per_step / 2}"),
                                    tmp_path / "small"))
+
+
+def test_a_budgeted_run_interrupted_past_trainer_max_steps_resumes_to_the_budget(tmp_path):
+    """The budget's 8 steps, not the config's trainer.max_steps of 2, are where a run stopped at step 6
+    resumes to (Lightning checks max_steps before the ledger, which sets them, runs)."""
+    probe = run_training(compose_train(_toy("dcgan", 1), tmp_path / "probe"))
+    flops = probe["compute"]["flops_per_step"] * 8.5
+    over = _toy("dcgan", 2, f"budget.train_flops={flops}", "budget.points=4")
+    stop = [*over, "+callbacks.stop._target_=support.SignalAt", "+callbacks.stop.step=6"]
+    with pytest.raises(interrupt.Interrupted):
+        run_training(compose_train(stop, tmp_path / "run"))
+    assert read_json(tmp_path / "run" / "metrics.json")["steps"] == 6
+    summary = run_training(compose_train([*over, "resume=auto"], tmp_path / "run"))
+    assert summary["status"] == "completed" and summary["steps"] == 8
+    assert summary["compute"]["budget"]["max_steps"] == 8
 
 
 def test_a_sweep_under_one_budget_spends_it_within_one_step_per_model(tmp_path):
