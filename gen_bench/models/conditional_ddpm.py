@@ -69,7 +69,7 @@ class ConditionalDDPM(WarmupOptimization, ImageToImageModule):
         or 0."""
         if not self.residual:
             return torch.zeros((), device=x_in.device)
-        return self.to_model_space(self.task.estimate(x_in))
+        return self.estimate(x_in)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x_in, target = batch[0], batch[1]

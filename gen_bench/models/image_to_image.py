@@ -99,6 +99,10 @@ class ImageToImageModule(EMASampling, GenerativeModule):
         """What the network reads of inputs ``x_in`` (data space), in model space."""
         return self.to_model_space(self.task.condition(x_in))
 
+    def estimate(self, x_in: Tensor) -> Tensor:
+        """The task's first estimate of the targets of inputs ``x_in`` (data space), in model space."""
+        return self.to_model_space(self.task.estimate(x_in))
+
     def compose(self, output: Tensor, x_in: Tensor) -> Tensor:
         """Model-space outputs with the input's known pixels put back (inpainting), in model space."""
         return self.task.compose(output, x_in, self.to_model_space)
@@ -239,7 +243,7 @@ class ImageTranslator(ManualSteps, ImageToImageModule):
     def predict(self, x_in: Tensor) -> Tensor:
         """Outputs in model space, known pixels composed back: the task's estimate plus the network's
         residual."""
-        estimate = self.to_model_space(self.task.estimate(x_in))
+        estimate = self.estimate(x_in)
         t = torch.zeros(x_in.shape[0], dtype=torch.long, device=x_in.device)
         out = estimate + self.net(torch.cat([estimate, self.condition(x_in)], dim=1), t)
         return self.compose(out, x_in)
