@@ -29,7 +29,8 @@ from gen_bench.io import read_json  # noqa: E402
 from gen_bench.rundir import EVAL, RunRecord, collect_runs  # noqa: E402
 
 OUT = Path(__file__).parent
-ARMS = ["DCGAN", "PacDCGAN2", "PacDCGAN3", "PacDCGAN4", "WGAN-GP", "R3GAN", "DDPM", "flow matching",
+ARMS = ["DCGAN", "PacDCGAN2", "PacDCGAN3", "PacDCGAN4", "WGAN-GP", "R3GAN", "DDPM", "DDPM (v-prediction)",
+        "flow matching",
         "PixelCNN"]
 NAMES = {"dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "r3gan": "R3GAN", "ddpm": "DDPM",
          "flow_matching": "flow matching", "pixelcnn": "PixelCNN"}
@@ -76,11 +77,15 @@ PAPERS = {
 
 
 def arm(run: RunRecord) -> str:
-    """The row a run belongs to: its model, PacDCGANm for DCGAN with packs of m."""
-    pack = int((run.config.get("model") or {}).get("pack") or 1)
+    """The row a run belongs to: its model, PacDCGANm for DCGAN with packs of m, a diffusion model's
+    target when it is not eps (``model.diffusion.prediction``)."""
+    model = run.config.get("model") or {}
+    pack = int(model.get("pack") or 1)
     if run.model == "dcgan" and pack > 1:
         return f"PacDCGAN{pack}"
-    return NAMES.get(run.model, run.model) + (f" (pack {pack})" if pack > 1 else "")
+    prediction = (model.get("diffusion") or {}).get("prediction") or "eps"
+    return (NAMES.get(run.model, run.model) + (f" (pack {pack})" if pack > 1 else "")
+            + (f" ({prediction}-prediction)" if prediction != "eps" else ""))
 
 
 def mean_std(values: list[float], fmt: str = ".3g", scale: float = 1.0) -> str:
