@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 GEN_BENCH_CACHE=$PWD/.devcache
 python3 -m pip install -q --no-index --no-deps --no-build-isolation .gpu-wheels/* 2>&1 | grep -v "^WARNING" || true
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING" || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-nproc
+echo "CPU cores: $(nproc --all)"   # plain nproc reads OMP_NUM_THREADS, exported above
 python3 -c "import torch, lightning, hydra; print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__, 'cuda', torch.cuda.is_available())"
 
 # A short run first: it fills any missing cache entry before the parallel runs read it, and shows a
